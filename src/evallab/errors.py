@@ -1,0 +1,106 @@
+"""The lab's one exception hierarchy.
+
+Every error names what was wrong, the offending value, and how to fix it. The CLI is the only
+place these become user-facing text (see ``cli.py``); library code raises, never prints.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CampaignInterrupted",
+    "CodeExecutionError",
+    "ComparisonError",
+    "DatabaseError",
+    "HarnessError",
+    "LabError",
+    "MigrationError",
+    "ModelError",
+    "PinError",
+    "PortInUseError",
+    "RuntimeLaunchError",
+    "SpecError",
+    "StorageError",
+    "UnknownTaskError",
+]
+
+
+class LabError(Exception):
+    """Base of every error the lab raises on purpose.
+
+    Args:
+        what: One sentence saying what went wrong.
+        value: The offending value (a path, a name, a DSN with its password hidden...).
+        fix: What the user can do about it.
+    """
+
+    exit_code = 2
+
+    def __init__(self, what: str, *, value: object = None, fix: str = "") -> None:
+        self.what = what
+        self.value = value
+        self.fix = fix
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        """The one-paragraph text shown to the user."""
+        parts = [self.what.rstrip(".") + "."]
+        if self.value is not None:
+            parts.append(f"Value: {self.value!s}.")
+        if self.fix:
+            parts.append(f"Fix: {self.fix.rstrip('.')}.")
+        return " ".join(parts)
+
+
+class SpecError(LabError):
+    """A campaign file is missing, malformed, or names something invalid."""
+
+
+class UnknownTaskError(SpecError):
+    """A benchmark names a task that no harness knows."""
+
+
+class ModelError(LabError):
+    """A model can't be found, fetched or built."""
+
+
+class PinError(LabError):
+    """A pin can't be resolved or doesn't match what is installed or running."""
+
+
+class DatabaseError(LabError):
+    """The results database can't be reached or refused an operation."""
+
+
+class MigrationError(DatabaseError):
+    """The schema migrations are inconsistent with what the database has applied."""
+
+
+class PortInUseError(LabError):
+    """A TCP port the lab wants is already taken by another process."""
+
+
+class RuntimeLaunchError(LabError):
+    """A model server failed to install, start, answer or stay up."""
+
+
+class HarnessError(LabError):
+    """An evaluation harness failed while running a benchmark."""
+
+
+class StorageError(LabError):
+    """Raw outputs can't be written or don't match their recorded checksum."""
+
+
+class CodeExecutionError(LabError):
+    """Generated code can't be executed safely."""
+
+
+class ComparisonError(LabError):
+    """Two runs can't be compared (unknown, ambiguous, or disjoint)."""
+
+
+class CampaignInterrupted(LabError):
+    """The user interrupted a campaign; finished runs are kept."""
+
+    exit_code = 130

@@ -1,0 +1,203 @@
+"""Resolve a campaign's model entry to a folder on disk, pinned by revision and content hash."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from evallab.errors import ModelError, PinError
+from evallab.paths import lab_home
+from evallab.spec import HubModelSpec, LocalModelSpec, ModelSpec, TinyModelSpec
+
+__all__ = ["ModelArtifact", "folder_sha256", "resolve_model", "sha256_file"]
+
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    """sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def folder_sha256(folder: Path) -> str:
+    """sha256 over every file's relative path and content hash, in sorted order.
+
+    Hidden files and ``*.lock`` files are skipped so caches next to the weights don't change it.
+    """
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        rel = p.relative_to(folder).as_posix()
+        if not p.is_file() or any(part.startswith(".") for part in Path(rel).parts):
+            continue
+        if rel.endswith(".lock"):
+            continue
+        h.update(rel.encode() + b"\0" + sha256_file(p).encode() + b"\n")
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelArtifact:
+    """A model ready to serve: where it is and exactly what it is."""
+
+    name: str
+    source: str
+    model_id: str
+    revision: str
+    sha256: str
+    path: Path
+    quant: str
+    chat: bool
+    pinned: bool = True
+    gguf_path: Path | None = None
+    weights_sha256: str = ""
+
+
+def _tiny(spec: TinyModelSpec, base_dir: Path) -> ModelArtifact:
+    from evallab.tiny_model import build_tiny_model
+
+    key = f"tiny-s{spec.seed}-l{spec.layers}-h{spec.hidden}"
+    if spec.finetune_task:
+        key += f"-ft-{spec.finetune_task}-{spec.finetune_steps}"
+    folder = lab_home() / "models" / key
+    if not (folder / "config.json").exists():
+        if spec.finetune_task:
+            from evallab.finetune import finetune_tiny
+
+            base = folder.with_name(f"tiny-s{spec.seed}-l{spec.layers}-h{spec.hidden}")
+            if not (base / "config.json").exists():
+                build_tiny_model(base, seed=spec.seed, layers=spec.layers, hidden=spec.hidden)
+            finetune_tiny(base, folder, spec.finetune_task, spec.finetune_steps, base_dir)
+        else:
+            build_tiny_model(folder, seed=spec.seed, layers=spec.layers, hidden=spec.hidden)
+    digest = folder_sha256(folder)
+    return ModelArtifact(
+        name=spec.name,
+        source="tiny",
+        model_id=f"evallab/{key}",
+        revision=f"local:{digest[:12]}",
+        sha256=digest,
+        path=folder,
+        quant=spec.quant,
+        chat=spec.chat,
+        weights_sha256=_weights_sha(folder),
+    )
+
+
+def _weights_sha(folder: Path) -> str:
+    weights = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.gguf"))
+    if not weights:
+        return ""
+    if len(weights) == 1:
+        return sha256_file(weights[0])
+    h = hashlib.sha256()
+    for w in weights:
+        h.update(w.name.encode() + b"\0" + sha256_file(w).encode() + b"\n")
+    return h.hexdigest()
+
+
+def _local(spec: LocalModelSpec, base_dir: Path) -> ModelArtifact:
+    folder = spec.path if spec.path.is_absolute() else (base_dir / spec.path)
+    folder = folder.resolve()
+    if not folder.is_dir():
+        raise ModelError(
+            f"model folder for {spec.name!r} does not exist",
+            value=folder,
+            fix="check 'path' in the campaign file (relative paths resolve against the "
+            f"repository root {base_dir})",
+        )
+    gguf = None
+    if spec.gguf_file:
+        gguf = folder / spec.gguf_file
+        if not gguf.is_file():
+            raise ModelError(
+                f"GGUF file for {spec.name!r} not found", value=gguf, fix="check 'gguf_file'"
+            )
+    elif not (folder / "config.json").exists() and not list(folder.glob("*.gguf")):
+        raise ModelError(
+            f"model folder for {spec.name!r} holds neither config.json nor a .gguf file",
+            value=folder,
+            fix="point 'path' at a Hugging Face model folder (config.json + weights)",
+        )
+    digest = folder_sha256(folder)
+    return ModelArtifact(
+        name=spec.name,
+        source="local",
+        model_id=str(folder),
+        revision=f"local:{digest[:12]}",
+        sha256=digest,
+        path=folder,
+        quant=spec.quant,
+        chat=spec.chat,
+        gguf_path=gguf,
+        weights_sha256=sha256_file(gguf) if gguf else _weights_sha(folder),
+    )
+
+
+def _hub(spec: HubModelSpec, allow_unpinned: bool) -> ModelArtifact:
+    from huggingface_hub import HfApi, snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    token = os.environ.get("HF_TOKEN")
+    revision = spec.revision
+    pinned = spec.is_pinned
+    try:
+        if not pinned:
+            info = HfApi(token=token).model_info(spec.repo, revision=spec.revision)
+            if not allow_unpinned:
+                raise PinError(
+                    f"model {spec.name!r} uses revision {spec.revision!r}, not a commit sha",
+                    value=f"{spec.repo}@{spec.revision} (currently {info.sha})",
+                    fix=f"set revision: {info.sha} in the campaign, or allow_unpinned: true",
+                )
+            revision = str(info.sha)
+        folder = Path(
+            snapshot_download(spec.repo, revision=revision, token=token, cache_dir=None)
+        )
+    except PinError:
+        raise
+    except (HfHubHTTPError, OSError, ValueError) as exc:
+        raise ModelError(
+            f"could not fetch model {spec.repo}@{revision}: {exc}",
+            value=f"{spec.repo}@{revision}",
+            fix="check the repo id and revision, network access and HF_TOKEN for gated models "
+            "(offline, set HF_HUB_OFFLINE=1 and pre-populate the cache)",
+        ) from exc
+    gguf = folder / spec.gguf_file if spec.gguf_file else None
+    return ModelArtifact(
+        name=spec.name,
+        source="hf",
+        model_id=spec.repo,
+        revision=revision,
+        sha256=folder_sha256(folder),
+        path=folder,
+        quant=spec.quant,
+        chat=spec.chat,
+        pinned=pinned,
+        gguf_path=gguf,
+        weights_sha256=sha256_file(gguf) if gguf and gguf.is_file() else _weights_sha(folder),
+    )
+
+
+def resolve_model(spec: ModelSpec, base_dir: Path, *, allow_unpinned: bool = False) -> ModelArtifact:
+    """Fetch or build a campaign's model and pin it.
+
+    Args:
+        spec: The campaign's model entry.
+        base_dir: Folder relative paths resolve against.
+        allow_unpinned: Accept hub revisions that are branches/tags (resolved to a sha).
+
+    Raises:
+        ModelError: the model can't be found, built or fetched.
+        PinError: a hub revision isn't a full sha and unpinned models aren't allowed.
+    """
+    if isinstance(spec, TinyModelSpec):
+        return _tiny(spec, base_dir)
+    if isinstance(spec, LocalModelSpec):
+        return _local(spec, base_dir)
+    return _hub(spec, allow_unpinned)
