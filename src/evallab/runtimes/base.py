@@ -39,6 +39,8 @@ class LmEvalModel:
     model_type: str
     model_args: dict[str, Any]
     batch_size: int | str = 1
+    instance: Any = None
+    """A ready ``lm_eval.api.model.LM`` (in-process runtimes load the model once per session)."""
 
 
 @runtime_checkable

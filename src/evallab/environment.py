@@ -1,0 +1,163 @@
+"""What machine and software a run executes on: the environment half of a run's provenance.
+
+The fingerprint is the sha256 of the resolved package set (every installed distribution as
+``name==version``, names normalised, sorted). Two runs with equal fingerprints ran on the same
+Python packages; a change of any package, however small, changes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata as md
+import platform
+import re
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from evallab import __version__
+from evallab.paths import REPO_ROOT
+
+__all__ = [
+    "EnvironmentInfo",
+    "GpuIdentity",
+    "GpuIdentitySource",
+    "collect_environment",
+    "env_fingerprint",
+    "installed_packages",
+    "lab_commit",
+]
+
+_NORMALISE = re.compile(r"[-_.]+")
+
+
+@dataclass(frozen=True)
+class GpuIdentity:
+    """Which GPU and driver stack a run uses (empty strings on machines without one)."""
+
+    name: str = ""
+    driver: str = ""
+    cuda_version: str = ""
+
+
+class GpuIdentitySource(Protocol):
+    """Anything that can say which GPU is in use (the NVML backends in :mod:`evallab.telemetry`)."""
+
+    def gpu_identity(self, index: int = 0) -> GpuIdentity:
+        """Name, driver and CUDA driver version of GPU ``index``."""
+        ...
+
+
+@dataclass(frozen=True)
+class EnvironmentInfo:
+    """The environment columns recorded on every run."""
+
+    fingerprint: str
+    hostname: str
+    python_version: str
+    torch_version: str
+    lab_version: str
+    lab_commit: str
+    gpu_name: str
+    gpu_driver: str
+    cuda_version: str
+    packages: tuple[str, ...] = ()
+
+
+def installed_packages() -> tuple[str, ...]:
+    """Every installed distribution as ``name==version`` (normalised names, sorted, unique)."""
+    seen: set[str] = set()
+    for dist in md.distributions():
+        name = dist.metadata.get("Name") if dist.metadata else None
+        if not name:
+            # A half-removed distribution leaves metadata without a name; it isn't installed.
+            continue
+        seen.add(f"{_NORMALISE.sub('-', name).lower()}=={dist.version}")
+    return tuple(sorted(seen))
+
+
+def env_fingerprint(packages: tuple[str, ...] | None = None) -> str:
+    """sha256 over the sorted ``name==version`` lines of the resolved package set."""
+    pkgs = installed_packages() if packages is None else tuple(sorted(set(packages)))
+    return hashlib.sha256("\n".join(pkgs).encode()).hexdigest()
+
+
+def lab_commit(repo: Path = REPO_ROOT) -> str:
+    """The lab's git commit, with ``-dirty`` when tracked or untracked files differ from it.
+
+    Returns ``"unknown"`` when the lab isn't installed from a git checkout (a wheel install).
+    """
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    if head.returncode != 0:
+        return "unknown"
+    commit = head.stdout.strip()
+    status = subprocess.run(
+        ["git", "status", "--porcelain"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    # An unreadable status is reported as dirty: claiming a clean tree we couldn't check would lie.
+    if status.returncode != 0 or status.stdout.strip():
+        commit += "-dirty"
+    return commit
+
+
+def _torch_version() -> str:
+    # The installed distribution's version, without importing torch (seconds of start-up).
+    try:
+        return md.version("torch")
+    except md.PackageNotFoundError:
+        return ""
+
+
+def _default_gpu_identity() -> GpuIdentity:
+    from evallab.telemetry import open_nvml
+
+    backend = open_nvml()
+    if backend is None:
+        return GpuIdentity()
+    try:
+        return backend.gpu_identity(0)
+    finally:
+        backend.close()
+
+
+def collect_environment(gpu: GpuIdentitySource | None = None, gpu_index: int = 0) -> EnvironmentInfo:
+    """Collect the environment a run executes in.
+
+    Args:
+        gpu: Where GPU identity comes from; the real NVML when None (empty on CPU machines).
+        gpu_index: Which GPU the run uses.
+
+    Returns:
+        The fingerprint, host, Python/torch versions, lab version and commit, and GPU identity.
+    """
+    packages = installed_packages()
+    ident = gpu.gpu_identity(gpu_index) if gpu is not None else _default_gpu_identity()
+    return EnvironmentInfo(
+        fingerprint=env_fingerprint(packages),
+        hostname=socket.gethostname(),
+        python_version=platform.python_version(),
+        torch_version=_torch_version(),
+        lab_version=__version__,
+        lab_commit=lab_commit(),
+        gpu_name=ident.name,
+        gpu_driver=ident.driver,
+        cuda_version=ident.cuda_version,
+        packages=packages,
+    )

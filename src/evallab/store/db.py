@@ -1,0 +1,133 @@
+"""Where the results database is, and how to connect to it.
+
+Resolution order: ``EVALLAB_DATABASE_URL``; a ``[database] url`` in the config file
+(``$EVALLAB_CONFIG``, else ``./evallab.toml``, else ``<lab home>/config.toml``); otherwise the
+embedded server under the lab home (port ``EVALLAB_PG_PORT``, default 54329).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tomllib
+from collections.abc import Awaitable, Iterator
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_fixed
+
+from evallab.errors import DatabaseError, SpecError
+from evallab.paths import lab_home
+from evallab.store.embedded import DEFAULT_PORT, EmbeddedPostgres
+
+__all__ = ["configured_dsn", "connect", "database", "redact", "run_sync"]
+
+T = TypeVar("T")
+
+
+def redact(dsn: str) -> str:
+    """The DSN with its password replaced by ``***`` (safe to print)."""
+    parts = urlsplit(dsn)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return dsn
+
+
+def _config_file() -> Path | None:
+    env = os.environ.get("EVALLAB_CONFIG")
+    if env:
+        return Path(env)
+    for candidate in (Path.cwd() / "evallab.toml", lab_home() / "config.toml"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def configured_dsn() -> str | None:
+    """The external database DSN from the environment or config file, or None (embedded)."""
+    env = os.environ.get("EVALLAB_DATABASE_URL")
+    if env:
+        return env
+    path = _config_file()
+    if path is None:
+        return None
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise SpecError(
+            f"config file can't be read: {exc}",
+            value=path,
+            fix="write it as TOML with a [database] table holding url = \"postgresql://...\"",
+        ) from exc
+    url = data.get("database", {}).get("url")
+    return str(url) if url else None
+
+
+def _embedded_port() -> int:
+    raw = os.environ.get("EVALLAB_PG_PORT", str(DEFAULT_PORT))
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise SpecError(
+            "EVALLAB_PG_PORT is not a port number", value=raw, fix="set it to e.g. 54329"
+        ) from exc
+
+
+@contextlib.contextmanager
+def database() -> Iterator[str]:
+    """Yield the DSN of the results database, starting the embedded server if needed.
+
+    The embedded server is stopped on exit only if this call started it.
+    """
+    dsn = configured_dsn()
+    if dsn:
+        yield dsn
+        return
+    server = EmbeddedPostgres(lab_home(), port=_embedded_port())
+    dsn = server.start()
+    try:
+        yield dsn
+    finally:
+        server.stop()
+
+
+@retry(
+    retry=retry_if_exception_type((OSError, asyncpg.CannotConnectNowError)),
+    stop=stop_after_attempt(3),
+    wait=wait_fixed(0.5),
+    reraise=True,
+)
+async def _connect_once(dsn: str, timeout: float) -> asyncpg.Connection:
+    return await asyncpg.connect(dsn, timeout=timeout)
+
+
+async def connect(dsn: str, *, timeout: float = 10.0) -> asyncpg.Connection:
+    """Open a connection, turning every failure into a DatabaseError that names the DSN.
+
+    Raises:
+        DatabaseError: the server can't be reached or refused the login.
+    """
+    try:
+        conn: asyncpg.Connection = await _connect_once(dsn, timeout)
+    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, ValueError) as exc:
+        raise DatabaseError(
+            f"cannot connect to the results database: {type(exc).__name__}: {exc}",
+            value=redact(dsn),
+            fix="check that the server is running and the DSN (EVALLAB_DATABASE_URL or "
+            "[database] url in evallab.toml) names the right host, port, user and database; "
+            "unset it to use the embedded server",
+        ) from exc
+    return conn
+
+
+def run_sync(coro: Awaitable[T]) -> T:
+    """Run a coroutine from synchronous code (the CLI and the runner are synchronous)."""
+
+    async def _wrap() -> T:
+        return await coro
+
+    return asyncio.run(_wrap())

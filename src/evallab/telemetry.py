@@ -1,0 +1,395 @@
+"""GPU telemetry: NVML readings sampled in the background while a run executes.
+
+Two backends share one interface (:class:`NvmlBackend`): :class:`RealNVML` over ``pynvml``
+(the ``nvidia-ml-py`` distribution) and :class:`FakeNVML`, which replays scripted readings so the
+sampler and the validity rules can be exercised on machines without a GPU.
+
+A run is sampled with::
+
+    with TelemetrySampler(backend, gpu_index=0, interval_s=2.0) as rows:
+        ...  # run the benchmark
+    # rows now holds every TelemetryRow, first and last sample included
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol
+
+from evallab.environment import GpuIdentity
+
+if TYPE_CHECKING:
+    import asyncpg
+
+__all__ = [
+    "SLOWDOWN_REASONS",
+    "THROTTLE_BITS",
+    "FakeNVML",
+    "GpuReading",
+    "NvmlBackend",
+    "RealNVML",
+    "TelemetryRow",
+    "TelemetrySampler",
+    "decode_throttle_reasons",
+    "lab_process_ids",
+    "open_nvml",
+    "samples_per_min",
+    "store_telemetry",
+]
+
+#: NVML clock-event ("throttle") reason bits, named as stored in ``telemetry.throttle_reasons``.
+THROTTLE_BITS: dict[int, str] = {
+    0x1: "gpu_idle",
+    0x2: "applications_clocks_setting",
+    0x4: "sw_power_cap",
+    0x8: "hw_slowdown",
+    0x10: "sync_boost",
+    0x20: "sw_thermal_slowdown",
+    0x40: "hw_thermal_slowdown",
+    0x80: "hw_power_brake_slowdown",
+    0x100: "display_clock_setting",
+}
+
+#: Reasons that mean the GPU ran slower than it should: a run seeing any of them is invalid.
+#: (Idle, power cap and application clocks are normal operating states, not faults.)
+SLOWDOWN_REASONS: frozenset[str] = frozenset(
+    {"hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown", "hw_power_brake_slowdown"}
+)
+
+
+def decode_throttle_reasons(mask: int) -> tuple[str, ...]:
+    """Names of the reason bits set in an NVML clock-event mask (unknown bits as ``bit_0x..``)."""
+    names = [name for bit, name in THROTTLE_BITS.items() if mask & bit]
+    unknown = mask & ~sum(THROTTLE_BITS)
+    bit = 1
+    while unknown:
+        if unknown & bit:
+            names.append(f"bit_{bit:#x}")
+            unknown &= ~bit
+        bit <<= 1
+    return tuple(names)
+
+
+@dataclass(frozen=True)
+class GpuReading:
+    """One instantaneous NVML reading of one GPU (None where the GPU doesn't report it)."""
+
+    temperature_c: float | None = None
+    power_w: float | None = None
+    sm_clock_mhz: float | None = None
+    mem_clock_mhz: float | None = None
+    memory_used_mb: float | None = None
+    utilization_pct: float | None = None
+    throttle_reasons: tuple[str, ...] = ()
+    compute_pids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class TelemetryRow:
+    """A timestamped reading as stored in the ``telemetry`` table."""
+
+    ts: datetime
+    gpu_index: int
+    temperature_c: float | None
+    power_w: float | None
+    sm_clock_mhz: float | None
+    mem_clock_mhz: float | None
+    memory_used_mb: float | None
+    utilization_pct: float | None
+    throttle_reasons: tuple[str, ...]
+    other_processes: int
+    other_pids: tuple[int, ...] = ()
+
+
+class NvmlBackend(Protocol):
+    """What the sampler and the environment collector need from NVML."""
+
+    def device_count(self) -> int:
+        """Number of GPUs visible."""
+        ...
+
+    def gpu_identity(self, index: int = 0) -> GpuIdentity:
+        """Name, driver version and CUDA driver version for GPU ``index``."""
+        ...
+
+    def read(self, index: int) -> GpuReading:
+        """One reading of GPU ``index``, including the pids of its compute processes."""
+        ...
+
+    def close(self) -> None:
+        """Release NVML."""
+        ...
+
+
+def _cuda_version_text(raw: int) -> str:
+    # NVML encodes CUDA 12.4 as 12040.
+    return f"{raw // 1000}.{(raw % 1000) // 10}"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RealNVML:
+    """NVML through ``pynvml``. Use :func:`open_nvml`, which returns None without a GPU."""
+
+    def __init__(self) -> None:
+        import pynvml
+
+        self._nv = pynvml
+        pynvml.nvmlInit()
+        self._lock = threading.Lock()
+
+    def device_count(self) -> int:
+        return int(self._nv.nvmlDeviceGetCount())
+
+    def gpu_identity(self, index: int = 0) -> GpuIdentity:
+        nv = self._nv
+        handle = nv.nvmlDeviceGetHandleByIndex(index)
+        return GpuIdentity(
+            name=_text(nv.nvmlDeviceGetName(handle)),
+            driver=_text(nv.nvmlSystemGetDriverVersion()),
+            cuda_version=_cuda_version_text(int(nv.nvmlSystemGetCudaDriverVersion())),
+        )
+
+    def _maybe(self, fn: Callable[[], Any]) -> Any:
+        # Consumer GPUs don't support every query; a missing value is recorded as NULL.
+        try:
+            return fn()
+        except self._nv.NVMLError_NotSupported:
+            return None
+
+    def read(self, index: int) -> GpuReading:
+        nv = self._nv
+        with self._lock:
+            h = nv.nvmlDeviceGetHandleByIndex(index)
+            temp = self._maybe(lambda: nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU))
+            power = self._maybe(lambda: nv.nvmlDeviceGetPowerUsage(h))
+            sm = self._maybe(lambda: nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM))
+            mem = self._maybe(lambda: nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_MEM))
+            meminfo = self._maybe(lambda: nv.nvmlDeviceGetMemoryInfo(h))
+            util = self._maybe(lambda: nv.nvmlDeviceGetUtilizationRates(h))
+            mask = self._maybe(lambda: nv.nvmlDeviceGetCurrentClocksEventReasons(h))
+            procs = self._maybe(lambda: nv.nvmlDeviceGetComputeRunningProcesses(h)) or []
+        return GpuReading(
+            temperature_c=float(temp) if temp is not None else None,
+            power_w=power / 1000.0 if power is not None else None,
+            sm_clock_mhz=float(sm) if sm is not None else None,
+            mem_clock_mhz=float(mem) if mem is not None else None,
+            memory_used_mb=meminfo.used / 2**20 if meminfo is not None else None,
+            utilization_pct=float(util.gpu) if util is not None else None,
+            throttle_reasons=decode_throttle_reasons(int(mask)) if mask is not None else (),
+            compute_pids=tuple(int(p.pid) for p in procs),
+        )
+
+    def close(self) -> None:
+        self._nv.nvmlShutdown()
+
+
+def open_nvml() -> RealNVML | None:
+    """The real NVML, or None when there is no NVIDIA driver (CPU machines)."""
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    try:
+        return RealNVML()
+    except pynvml.NVMLError:
+        # No driver/library: a CPU machine. Telemetry and GPU identity are simply empty there.
+        return None
+
+
+@dataclass
+class FakeNVML:
+    """Scripted NVML for machines without a GPU: each ``read`` returns the next reading.
+
+    The last reading repeats once the script is exhausted.
+
+    Args:
+        readings: Readings returned in order.
+        identity: What ``gpu_identity`` reports.
+        identities: Optional sequence of identities returned by successive ``gpu_identity`` calls
+            (to script a driver change mid-campaign); the last one repeats.
+        devices: Number of GPUs reported.
+    """
+
+    readings: Sequence[GpuReading] = (GpuReading(),)
+    identity: GpuIdentity = GpuIdentity("Fake GPU 80GB", "550.54.15", "12.4")
+    identities: Sequence[GpuIdentity] = ()
+    devices: int = 1
+    reads: int = field(default=0, init=False)
+    identity_calls: int = field(default=0, init=False)
+    closed: bool = field(default=False, init=False)
+
+    def device_count(self) -> int:
+        return self.devices
+
+    def gpu_identity(self, index: int = 0) -> GpuIdentity:
+        if self.identities:
+            ident = self.identities[min(self.identity_calls, len(self.identities) - 1)]
+        else:
+            ident = self.identity
+        self.identity_calls += 1
+        return ident
+
+    def read(self, index: int) -> GpuReading:
+        if not self.readings:
+            return GpuReading()
+        reading = self.readings[min(self.reads, len(self.readings) - 1)]
+        self.reads += 1
+        return reading
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def lab_process_ids() -> set[int]:
+    """This process and all its descendants (the runtime servers the lab started)."""
+    import psutil
+
+    me = psutil.Process(os.getpid())
+    return {me.pid, *(p.pid for p in me.children(recursive=True))}
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class TelemetrySampler:
+    """Samples one GPU every ``interval_s`` seconds in a background thread.
+
+    Used as a context manager that yields the list the rows are appended to. A reading is taken
+    on entry and on exit, so even a short run has at least two rows. A compute process on the GPU
+    that isn't the lab or one of its children counts in ``other_processes``.
+
+    Args:
+        backend: Where readings come from; None records nothing (CPU runs).
+        gpu_index: Which GPU the run uses.
+        interval_s: Seconds between samples.
+        allowed_pids: Returns the pids allowed on the GPU (default: :func:`lab_process_ids`).
+        clock: Timestamp source (tests pass a scripted clock).
+    """
+
+    def __init__(
+        self,
+        backend: NvmlBackend | None,
+        gpu_index: int = 0,
+        interval_s: float = 2.0,
+        allowed_pids: Callable[[], Iterable[int]] = lab_process_ids,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.backend = backend
+        self.gpu_index = gpu_index
+        self.interval_s = interval_s
+        self.allowed_pids = allowed_pids
+        self.clock = clock
+        self.rows: list[TelemetryRow] = []
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def sample(self) -> TelemetryRow | None:
+        """Take one reading now and append it to ``rows``."""
+        if self.backend is None:
+            return None
+        reading = self.backend.read(self.gpu_index)
+        allowed = set(self.allowed_pids())
+        others = tuple(sorted(p for p in reading.compute_pids if p not in allowed))
+        row = TelemetryRow(
+            ts=self.clock(),
+            gpu_index=self.gpu_index,
+            temperature_c=reading.temperature_c,
+            power_w=reading.power_w,
+            sm_clock_mhz=reading.sm_clock_mhz,
+            mem_clock_mhz=reading.mem_clock_mhz,
+            memory_used_mb=reading.memory_used_mb,
+            utilization_pct=reading.utilization_pct,
+            throttle_reasons=reading.throttle_reasons,
+            other_processes=len(others),
+            other_pids=others,
+        )
+        self.rows.append(row)
+        return row
+
+    def _loop(self) -> None:
+        try:
+            while not self._stop.wait(self.interval_s):
+                self.sample()
+        except BaseException as exc:  # re-raised in the caller's thread by __exit__
+            self.error = exc
+
+    def __enter__(self) -> list[TelemetryRow]:
+        self.sample()
+        if self.backend is not None:
+            self._thread = threading.Thread(target=self._loop, name="evallab-telemetry", daemon=True)
+            self._thread.start()
+        return self.rows
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self.error is not None and exc is None:
+            raise self.error
+        if exc is None:
+            self.sample()
+
+
+def samples_per_min(n_samples: int, duration_s: float) -> float | None:
+    """Eval throughput: samples per minute, None for a zero-length run."""
+    if duration_s <= 0:
+        return None
+    return n_samples * 60.0 / duration_s
+
+
+def shift_rows(rows: Sequence[TelemetryRow], delta: timedelta) -> list[TelemetryRow]:
+    """Rows moved in time by ``delta`` (for building scripted histories)."""
+    return [replace(r, ts=r.ts + delta) for r in rows]
+
+
+_COLUMNS = (
+    "run_id",
+    "ts",
+    "gpu_index",
+    "temperature_c",
+    "power_w",
+    "sm_clock_mhz",
+    "mem_clock_mhz",
+    "memory_used_mb",
+    "utilization_pct",
+    "throttle_reasons",
+    "other_processes",
+)
+
+
+async def store_telemetry(conn: asyncpg.Connection, run_id: Any, rows: Sequence[TelemetryRow]) -> int:
+    """COPY a run's telemetry rows into ``telemetry``; returns the number written."""
+    records = [
+        (
+            run_id,
+            r.ts,
+            r.gpu_index,
+            r.temperature_c,
+            r.power_w,
+            r.sm_clock_mhz,
+            r.mem_clock_mhz,
+            r.memory_used_mb,
+            r.utilization_pct,
+            list(r.throttle_reasons),
+            r.other_processes,
+        )
+        for r in rows
+    ]
+    if records:
+        await conn.copy_records_to_table("telemetry", records=records, columns=_COLUMNS)
+    return len(records)
