@@ -138,7 +138,8 @@ class ReproViolation:
     def describe(self) -> str:
         """One line naming both values."""
         return (
-            f"{self.task} {self.metric},{self.filter}: {self.value:.6g} vs {self.reference_value:.6g} "
+            f"{self.task} {self.metric},{self.filter}: {self.value:.6g} vs "
+            f"{self.reference_value:.6g} "
             f"in run {self.reference_run_id} ({self.rel_diff:.2%} apart, tolerance "
             f"{self.tolerance:.2%})"
         )
@@ -215,8 +216,17 @@ async def find_repro_violations(
                 "value, reference_value, rel_diff, tolerance) "
                 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 [
-                    (v.run_id, v.reference_run_id, v.task, v.metric, v.filter, v.value,
-                     v.reference_value, v.rel_diff, v.tolerance)
+                    (
+                        v.run_id,
+                        v.reference_run_id,
+                        v.task,
+                        v.metric,
+                        v.filter,
+                        v.value,
+                        v.reference_value,
+                        v.rel_diff,
+                        v.tolerance,
+                    )
                     for v in found
                 ],
             )
@@ -342,9 +352,7 @@ async def find_regressions(
     Returns:
         The run's regressions, worst first.
     """
-    await conn.execute(
-        _CHECK_SQL, run_id, checks.regression_sigma, checks.regression_min_history
-    )
+    await conn.execute(_CHECK_SQL, run_id, checks.regression_sigma, checks.regression_min_history)
     rows = await conn.fetch(
         """
         SELECT c.run_id, r.started_at, r.model_name, r.quant, r.runtime_label, r.benchmark,

@@ -70,7 +70,7 @@ def installed_packages() -> tuple[str, ...]:
     """Every installed distribution as ``name==version`` (normalised names, sorted, unique)."""
     seen: set[str] = set()
     for dist in md.distributions():
-        name = dist.metadata.get("Name") if dist.metadata else None
+        name = dist.metadata["Name"] if dist.metadata else None
         if not name:
             # A half-removed distribution leaves metadata without a name; it isn't installed.
             continue
@@ -137,7 +137,9 @@ def _default_gpu_identity() -> GpuIdentity:
         backend.close()
 
 
-def collect_environment(gpu: GpuIdentitySource | None = None, gpu_index: int = 0) -> EnvironmentInfo:
+def collect_environment(
+    gpu: GpuIdentitySource | None = None, gpu_index: int = 0
+) -> EnvironmentInfo:
     """Collect the environment a run executes in.
 
     Args:

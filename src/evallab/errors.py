@@ -8,9 +8,11 @@ from __future__ import annotations
 
 __all__ = [
     "CampaignInterrupted",
+    "CanaryDriftError",
     "CodeExecutionError",
     "ComparisonError",
     "DatabaseError",
+    "EnvironmentChangedError",
     "HarnessError",
     "LabError",
     "MigrationError",
@@ -66,6 +68,14 @@ class ModelError(LabError):
 
 class PinError(LabError):
     """A pin can't be resolved or doesn't match what is installed or running."""
+
+
+class EnvironmentChangedError(PinError):
+    """A driver, runtime or harness version changed while a campaign was running."""
+
+
+class CanaryDriftError(LabError):
+    """A runtime's canary outputs differ from the recorded baseline for its combination."""
 
 
 class DatabaseError(LabError):

@@ -351,6 +351,7 @@ class Sandbox:
             "--disable-userns",
             "--die-with-parent",
             "--new-session",
+            "--as-pid-1",
             "--uid", "65534",
             "--gid", "65534",
             "--hostname", "sandbox",
@@ -485,9 +486,17 @@ class Sandbox:
         return cap, timed_out
 
     def _kill(self, proc: subprocess.Popen[bytes], slot: _Slot) -> None:
-        """Kill the sandbox's process group and wait until its uid owns no process."""
-        alive = proc.poll() is None
-        if alive:
+        """Stop the sandbox and everything it started; return once its uid owns no process."""
+        if proc.poll() is None and slot.uid is not None:
+            # Kill the sandboxed processes first and let bubblewrap reap its child: killing
+            # bubblewrap first would leave that child to the host's init to reap, and a zombie
+            # still counts against the slot's RLIMIT_NPROC.
+            _kill_uid(slot.uid, spare=proc.pid)
+            try:
+                proc.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                pass
+        if proc.poll() is None:
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -497,10 +506,9 @@ class Sandbox:
             if stream is not None:
                 stream.close()
         if slot.uid is not None:
-            # The pid namespace is torn down asynchronously after its init dies; wait so the next
-            # program in this slot starts with a clean process count.
             _wait_uid_gone(slot.uid, timeout_s=5.0)
-        elif slot.uid is None and self._bwrap is None:
+        elif self._bwrap is None:
+            # Unsafe mode: no pid namespace, so kill what is left of the process group.
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
@@ -579,6 +587,16 @@ def _uid_processes(uid: int) -> list[int]:
     return pids
 
 
+def _kill_uid(uid: int, spare: int | None = None) -> None:
+    for pid in _uid_processes(uid):
+        if pid == spare:
+            continue
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def _wait_uid_gone(uid: int, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -586,12 +604,8 @@ def _wait_uid_gone(uid: int, timeout_s: float) -> None:
         if not pids:
             return
         if time.monotonic() > deadline:
-            # Last resort: the uid is private to this slot, so everything it owns is ours.
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            # The uid is private to this slot, so everything it still owns is ours to kill.
+            _kill_uid(uid)
             return
         time.sleep(0.01)
 

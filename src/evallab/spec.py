@@ -283,6 +283,8 @@ class BenchmarkSpec(_Strict):
     """k values for pass@k (code harness)."""
     dataset_files: dict[str, Path] = Field(default_factory=dict)
     """Code harness: local data file per task instead of the hub (relative to the campaign file)."""
+    dataset_revisions: dict[str, str] = Field(default_factory=dict)
+    """Code harness: hub dataset commit sha (40 hex) per task, for tasks without a local file."""
 
     @field_validator("name")
     @classmethod

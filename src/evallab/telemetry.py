@@ -219,7 +219,9 @@ class FakeNVML:
     """
 
     readings: Sequence[GpuReading] = (GpuReading(),)
-    identity: GpuIdentity = GpuIdentity("Fake GPU 80GB", "550.54.15", "12.4")
+    identity: GpuIdentity = field(
+        default_factory=lambda: GpuIdentity("Fake GPU 80GB", "550.54.15", "12.4")
+    )
     identities: Sequence[GpuIdentity] = ()
     devices: int = 1
     reads: int = field(default=0, init=False)
@@ -326,7 +328,9 @@ class TelemetrySampler:
     def __enter__(self) -> list[TelemetryRow]:
         self.sample()
         if self.backend is not None:
-            self._thread = threading.Thread(target=self._loop, name="evallab-telemetry", daemon=True)
+            self._thread = threading.Thread(
+                target=self._loop, name="evallab-telemetry", daemon=True
+            )
             self._thread.start()
         return self.rows
 
@@ -372,7 +376,9 @@ _COLUMNS = (
 )
 
 
-async def store_telemetry(conn: asyncpg.Connection, run_id: Any, rows: Sequence[TelemetryRow]) -> int:
+async def store_telemetry(
+    conn: asyncpg.Connection, run_id: Any, rows: Sequence[TelemetryRow]
+) -> int:
     """COPY a run's telemetry rows into ``telemetry``; returns the number written."""
     records = [
         (

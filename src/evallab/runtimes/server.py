@@ -199,7 +199,7 @@ def lm_eval_model_for(
 
 
 def probe_json(client: httpx.Client, url: str) -> Any | None:
-    """GET ``url`` and parse JSON; None on any HTTP or parse failure (the endpoint may not exist)."""
+    """GET ``url`` as JSON; None on any HTTP or parse failure (the endpoint may not exist)."""
     try:
         resp = client.get(url, timeout=5.0)
     except httpx.HTTPError:

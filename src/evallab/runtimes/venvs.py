@@ -144,7 +144,9 @@ def _read(root: Path) -> list[InstalledRuntime]:
 def _write(root: Path, items: list[InstalledRuntime]) -> None:
     path = root / _REGISTRY
     tmp = path.with_suffix(".tmp")
-    data = {"runtimes": [asdict(i) for i in sorted(items, key=lambda i: (i.kind, i.package, i.version))]}
+    data = {
+        "runtimes": [asdict(i) for i in sorted(items, key=lambda i: (i.kind, i.package, i.version))]
+    }
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     os.replace(tmp, path)
 

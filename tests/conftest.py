@@ -1,0 +1,101 @@
+"""Session fixtures: a real embedded PostgreSQL, a migrated database, the tiny model."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from evallab.store.embedded import EmbeddedPostgres
+from evallab.store.migrate import migrate
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def lab_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A private lab home for the whole session (models, runs, embedded database)."""
+    home = tmp_path_factory.mktemp("evallab-home")
+    old = {k: os.environ.get(k) for k in ("EVALLAB_HOME", "EVALLAB_RUNS_DIR")}
+    os.environ["EVALLAB_HOME"] = str(home)
+    os.environ.pop("EVALLAB_RUNS_DIR", None)
+    yield home
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+    """A real PostgreSQL server (the embedded one) for the test session."""
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg"), port=free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+def _dsn_for(server: EmbeddedPostgres, db: str) -> str:
+    return f"postgresql://evallab@127.0.0.1:{server.port}/{db}"
+
+
+async def _create_db(server: EmbeddedPostgres, name: str, *, migrated: bool) -> str:
+    admin = await asyncpg.connect(_dsn_for(server, "postgres"))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    dsn = _dsn_for(server, name)
+    if migrated:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+    return dsn
+
+
+@pytest.fixture(scope="session")
+def pg_dsn(pg_server: EmbeddedPostgres, lab_home: Path) -> Iterator[str]:
+    """DSN of a migrated database, shared by the session; also exported as EVALLAB_DATABASE_URL."""
+    dsn = asyncio.run(_create_db(pg_server, "evallab_test", migrated=True))
+    old = os.environ.get("EVALLAB_DATABASE_URL")
+    os.environ["EVALLAB_DATABASE_URL"] = dsn
+    yield dsn
+    if old is None:
+        os.environ.pop("EVALLAB_DATABASE_URL", None)
+    else:
+        os.environ["EVALLAB_DATABASE_URL"] = old
+
+
+@pytest.fixture
+def fresh_dsn(pg_server: EmbeddedPostgres) -> str:
+    """DSN of a brand-new empty database (no migrations applied)."""
+    return asyncio.run(_create_db(pg_server, f"t_{uuid.uuid4().hex[:12]}", migrated=False))
+
+
+@pytest.fixture
+def migrated_dsn(pg_server: EmbeddedPostgres) -> str:
+    """DSN of a brand-new database with every migration applied (isolated from other tests)."""
+    return asyncio.run(_create_db(pg_server, f"t_{uuid.uuid4().hex[:12]}", migrated=True))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random-weight Llama (seed 0), built once per session."""
+    from evallab.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny", seed=0)

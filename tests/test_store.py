@@ -1,0 +1,167 @@
+"""The store against a real PostgreSQL: embedded server, migrations, idempotent COPY ingest."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from evallab.errors import DatabaseError, MigrationError, PortInUseError
+from evallab.harnesses.base import SampleOutcome, ScoreRow
+from evallab.paths import SQL_DIR
+from evallab.store.db import connect, redact
+from evallab.store.embedded import EmbeddedPostgres
+from evallab.store.ingest import ingest_run, insert_campaign
+from evallab.store.migrate import migrate, migration_status
+from evallab.store.records import CampaignRecord, RunRecord
+
+from conftest import free_port
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(coro)
+
+
+def make_run(campaign_id: uuid.UUID, run_id: uuid.UUID | None = None) -> RunRecord:
+    return RunRecord(
+        run_id=run_id or uuid.uuid4(), campaign_id=campaign_id, run_key="k" * 64, benchmark="b",
+        model_name="m", model_source="tiny", model_id="evallab/tiny", model_revision="local:abc",
+        model_sha256="s" * 64, quant="none", runtime="transformers", runtime_label="transformers",
+        runtime_version="5", harness="lm_eval", harness_version="0.4.13", tasks=["t"], seed=1,
+        generation_config={"max_gen_toks": 8}, lab_version="0.1.0", lab_commit="c", env_fingerprint="f",
+        python_version="3.11", hostname="h", status="succeeded", started_at=datetime.now(UTC),
+    )
+
+
+async def seed_campaign(conn: asyncpg.Connection) -> uuid.UUID:
+    cid = uuid.uuid4()
+    await insert_campaign(conn, CampaignRecord(cid, "c", {"a": 1}, "x", "p", "0.1", "c", datetime.now(UTC)))
+    return cid
+
+
+def test_embedded_server_runs_unprivileged_and_refuses_taken_port(tmp_path: Path) -> None:
+    port = free_port()
+    server = EmbeddedPostgres(tmp_path / "home", port=port)
+    dsn = server.start()
+    try:
+        assert dsn.endswith(f":{port}/evallab")
+        pid = int((server.data_dir / "postmaster.pid").read_text().splitlines()[0])
+        uid = os.stat(f"/proc/{pid}").st_uid
+        assert uid != 0, "PostgreSQL must not run as root"
+
+        async def version() -> str:
+            conn = await connect(dsn)
+            try:
+                return str(await conn.fetchval("SHOW server_version"))
+            finally:
+                await conn.close()
+
+        assert run(version()).split(".")[0] in {"16", "18"}
+        # Starting again reuses the running server.
+        assert EmbeddedPostgres(tmp_path / "home", port=port).start() == dsn
+    finally:
+        server.stop()
+    assert not server.is_running()
+    # Another process on the port: a clear error naming the port and the fix.
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        taken = blocker.getsockname()[1]
+        with pytest.raises(PortInUseError) as exc:
+            EmbeddedPostgres(tmp_path / "home2", port=taken).start()
+        assert str(taken) in exc.value.message
+        assert "EVALLAB_PG_PORT" in exc.value.message
+
+
+def test_unreachable_dsn_is_a_clear_error() -> None:
+    dsn = f"postgresql://u:secret@127.0.0.1:{free_port()}/db"
+    with pytest.raises(DatabaseError) as exc:
+        run(connect(dsn, timeout=2))
+    assert "secret" not in exc.value.message
+    assert redact(dsn) in exc.value.message
+    assert "EVALLAB_DATABASE_URL" in exc.value.message
+
+
+def test_migrations_from_empty_and_edited_migration_refused(fresh_dsn: str, tmp_path: Path) -> None:
+    folder = tmp_path / "migrations"
+    shutil.copytree(SQL_DIR / "migrations", folder)
+
+    async def go() -> None:
+        conn = await connect(fresh_dsn)
+        try:
+            applied = await migrate(conn, folder)
+            assert [m.version for m in applied] == sorted(m.version for m in applied)
+            assert applied[0].version == 1
+            status = await migration_status(conn, folder)
+            assert all(s.applied and s.checksum_ok for s in status)
+            tables = {r["tablename"] for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname='public'")}
+            assert {"campaigns", "runs", "scores", "sample_outcomes", "canaries", "telemetry"} <= tables
+            assert await migrate(conn, folder) == []  # idempotent
+            first = sorted(folder.glob("0001_*.sql"))[0]
+            first.write_text(first.read_text() + "\n-- edited\n")
+            with pytest.raises(MigrationError) as exc:
+                await migrate(conn, folder)
+            assert first.name in exc.value.message and "edited after it was applied" in exc.value.message
+            assert [s.checksum_ok for s in await migration_status(conn, folder)][0] is False
+        finally:
+            await conn.close()
+
+    run(go())
+
+
+def test_ingest_twice_creates_no_duplicates(migrated_dsn: str) -> None:
+    async def go() -> None:
+        conn = await connect(migrated_dsn)
+        try:
+            cid = await seed_campaign(conn)
+            rec = make_run(cid)
+            scores = [ScoreRow("t", "acc", "none", 0.5, 0.1, 4, True)]
+            outcomes = [SampleOutcome("t", i, f"h{i}", "acc", "none", float(i % 2)) for i in range(4)]
+            await ingest_run(conn, rec, scores, outcomes)
+            await ingest_run(conn, rec, scores, outcomes)
+            assert await conn.fetchval("SELECT count(*) FROM runs") == 1
+            assert await conn.fetchval("SELECT count(*) FROM scores") == 1
+            assert await conn.fetchval("SELECT count(*) FROM sample_outcomes") == 4
+            assert await conn.fetchval("SELECT sum(value) FROM sample_outcomes") == 2.0
+        finally:
+            await conn.close()
+
+    run(go())
+
+
+def test_failed_ingest_leaves_no_partial_rows(migrated_dsn: str) -> None:
+    """A database that goes away mid-ingest: the transaction rolls back, nothing half-written."""
+
+    async def go() -> None:
+        conn = await connect(migrated_dsn)
+        admin = await connect(migrated_dsn)
+        try:
+            cid = await seed_campaign(conn)
+            rec = make_run(cid)
+            pid = conn.get_server_pid()
+            # Bad rows after good ones: the run row and scores go in first, then COPY fails.
+            bad = [SampleOutcome("t", 1, "h", "acc", "none", 1.0), SampleOutcome("t", 1, "h", "acc", "none", 1.0)]
+            with pytest.raises(DatabaseError) as exc:
+                await ingest_run(conn, rec, [ScoreRow("t", "acc", "none", 1.0, 0.0, 1)], bad)
+            assert str(rec.run_id) in exc.value.message
+            assert await admin.fetchval("SELECT count(*) FROM runs WHERE run_id=$1", rec.run_id) == 0
+            assert await admin.fetchval("SELECT count(*) FROM scores WHERE run_id=$1", rec.run_id) == 0
+            # Now the server kills the connection before the ingest: DatabaseError, no rows.
+            await admin.execute("SELECT pg_terminate_backend($1)", pid)
+            await asyncio.sleep(0.2)
+            with pytest.raises(DatabaseError):
+                await ingest_run(conn, rec, [ScoreRow("t", "acc", "none", 1.0, 0.0, 1)], [])
+            assert await admin.fetchval("SELECT count(*) FROM runs WHERE run_id=$1", rec.run_id) == 0
+        finally:
+            await admin.close()
+            if not conn.is_closed():
+                await conn.close()
+
+    run(go())
