@@ -16,15 +16,19 @@ def main() -> None:
         for i in range(120):
             a, b = rng.randint(1, 49), rng.randint(1, 49)
             right = a + b
-            wrong = set()
+            wrong: set[int] = set()
             while len(wrong) < 3:
                 w = right + rng.choice([-11, -10, -2, -1, 1, 2, 10, 11])
                 if w > 0 and w != right:
                     wrong.add(w)
             choices = [str(x) for x in [right, *sorted(wrong)]]
             rng.shuffle(choices)
-            doc = {"id": i, "question": f"{a} plus {b} equals?", "choices": choices,
-                   "label": choices.index(str(right))}
+            doc = {
+                "id": i,
+                "question": f"{a} plus {b} equals?",
+                "choices": choices,
+                "label": choices.index(str(right)),
+            }
             fh.write(json.dumps(doc) + "\n")
     with (DATA / "demo_gen.jsonl").open("w") as fh:
         for i in range(100):

@@ -37,9 +37,13 @@ models:
 """
 
 
-def cli(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+def cli(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "TQDM_DISABLE": "1", **(env or {})}
-    return subprocess.run([*EVALLAB, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [*EVALLAB, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def fetch(dsn: str, sql: str, *args: object) -> list[asyncpg.Record]:
@@ -53,11 +57,18 @@ def fetch(dsn: str, sql: str, *args: object) -> list[asyncpg.Record]:
     return asyncio.run(go())
 
 
-def test_campaign_lands_in_postgres_with_provenance(pg_dsn: str, lab_home: Path, tmp_path: Path) -> None:
-    path = campaign_file(tmp_path, "e2e", TINY + """
+def test_campaign_lands_in_postgres_with_provenance(
+    pg_dsn: str, lab_home: Path, tmp_path: Path
+) -> None:
+    path = campaign_file(
+        tmp_path,
+        "e2e",
+        TINY
+        + """
 benchmarks:
   - {name: demo, tasks: [demo_mc, demo_gen], limit: 40}
-""")
+""",
+    )
     proc = cli(["run", str(path)], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "demo_mc" in proc.stdout and "exact_match" in proc.stdout and "succeeded" in proc.stdout
@@ -80,55 +91,98 @@ benchmarks:
     assert hashlib.sha256(raw.read_bytes()).hexdigest() == run["raw_sha256"]
     samples = pq.read_table(raw)
     assert samples.num_rows == 80  # 40 docs x 2 tasks
-    assert {"task", "doc_id", "doc_hash", "prompt", "response", "target"} <= set(samples.column_names)
+    assert {"task", "doc_id", "doc_hash", "prompt", "response", "target"} <= set(
+        samples.column_names
+    )
     # Scores agree with lm-eval's own results file, parsed from "metric,filter" keys.
     results = json.loads(Path(run["results_path"]).read_text())
-    scores = {(r["task"], r["metric"], r["filter"]): r for r in fetch(pg_dsn, "SELECT * FROM scores WHERE run_id=$1", run["run_id"])}
-    assert set(scores) == {("demo_mc", "acc", "none"), ("demo_mc", "acc_norm", "none"), ("demo_gen", "exact_match", "strip")}
-    assert scores[("demo_mc", "acc", "none")]["value"] == pytest.approx(results["results"]["demo_mc"]["acc,none"])
-    assert scores[("demo_mc", "acc", "none")]["stderr"] == pytest.approx(results["results"]["demo_mc"]["acc_stderr,none"])
+    scores = {
+        (r["task"], r["metric"], r["filter"]): r
+        for r in fetch(pg_dsn, "SELECT * FROM scores WHERE run_id=$1", run["run_id"])
+    }
+    assert set(scores) == {
+        ("demo_mc", "acc", "none"),
+        ("demo_mc", "acc_norm", "none"),
+        ("demo_gen", "exact_match", "strip"),
+    }
+    assert scores[("demo_mc", "acc", "none")]["value"] == pytest.approx(
+        results["results"]["demo_mc"]["acc,none"]
+    )
+    assert scores[("demo_mc", "acc", "none")]["stderr"] == pytest.approx(
+        results["results"]["demo_mc"]["acc_stderr,none"]
+    )
     assert scores[("demo_mc", "acc", "none")]["n"] == 40
     # Per-sample outcomes: one per (doc, metric); their mean is the aggregate score.
-    outcomes = fetch(pg_dsn, "SELECT task, metric, avg(value) AS mean, count(*) AS n FROM sample_outcomes WHERE run_id=$1 GROUP BY 1, 2", run["run_id"])
+    outcomes = fetch(
+        pg_dsn,
+        "SELECT task, metric, avg(value) AS mean, count(*) AS n FROM sample_outcomes WHERE run_id=$1 GROUP BY 1, 2",
+        run["run_id"],
+    )
     by = {(o["task"], o["metric"]): o for o in outcomes}
     assert by[("demo_mc", "acc")]["n"] == 40 and by[("demo_gen", "exact_match")]["n"] == 40
-    assert by[("demo_mc", "acc")]["mean"] == pytest.approx(scores[("demo_mc", "acc", "none")]["value"])
+    assert by[("demo_mc", "acc")]["mean"] == pytest.approx(
+        scores[("demo_mc", "acc", "none")]["value"]
+    )
 
     listed = cli(["results", "--json", "--model", "tiny-base", "--campaign", "e2e"], cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
     rows = json.loads(listed.stdout)
-    assert {(r["task"], r["metric"]) for r in rows} >= {("demo_mc", "acc"), ("demo_gen", "exact_match")}
+    assert {(r["task"], r["metric"]) for r in rows} >= {
+        ("demo_mc", "acc"),
+        ("demo_gen", "exact_match"),
+    }
     assert all(r["run_id"] == str(run["run_id"]) for r in rows)
-    assert cli(["results", "--task", "demo_gen", "--campaign", "e2e"], cwd=tmp_path).stdout.count("exact_match") == 1
+    assert (
+        cli(["results", "--task", "demo_gen", "--campaign", "e2e"], cwd=tmp_path).stdout.count(
+            "exact_match"
+        )
+        == 1
+    )
 
 
-def test_same_seed_gives_identical_scores_and_outcomes(pg_dsn: str, lab_home: Path, tmp_path: Path) -> None:
-    path = campaign_file(tmp_path, "twice", TINY + """
+def test_same_seed_gives_identical_scores_and_outcomes(
+    pg_dsn: str, lab_home: Path, tmp_path: Path
+) -> None:
+    path = campaign_file(
+        tmp_path,
+        "twice",
+        TINY
+        + """
 benchmarks:
   - {name: demo, tasks: [demo_mc, demo_gen], limit: 30}
-""")
+""",
+    )
     spec, base = load_campaign(path)
     prepared = prepare_campaign(spec, base, path)
     first = CampaignRunner(prepared, pg_dsn).run()
     second = CampaignRunner(prepared, pg_dsn).run()
     a, b = first.runs[0], second.runs[0]
     assert a.run_id != b.run_id
-    assert [(s.task, s.metric, s.value, s.stderr) for s in a.scores] == [(s.task, s.metric, s.value, s.stderr) for s in b.scores]
+    assert [(s.task, s.metric, s.value, s.stderr) for s in a.scores] == [
+        (s.task, s.metric, s.value, s.stderr) for s in b.scores
+    ]
     sql = "SELECT task, doc_id, doc_hash, metric, filter, value FROM sample_outcomes WHERE run_id=$1 ORDER BY 1,2,4,5"
     oa, ob = fetch(pg_dsn, sql, a.run_id), fetch(pg_dsn, sql, b.run_id)
     assert len(oa) == 30 * 3 and [tuple(r) for r in oa] == [tuple(r) for r in ob]
-    keys = fetch(pg_dsn, "SELECT DISTINCT run_key FROM runs WHERE run_id = ANY($1)", [a.run_id, b.run_id])
+    keys = fetch(
+        pg_dsn, "SELECT DISTINCT run_key FROM runs WHERE run_id = ANY($1)", [a.run_id, b.run_id]
+    )
     assert len(keys) == 1  # same pins, same identity
 
 
 @pytest.mark.parametrize(
     ("body", "expect"),
     [
-        ("benchmarks:\n  - {name: b, tasks: [demo_mcq]}\n", ["unknown task", "demo_mcq", "did you mean demo_mc"]),
+        (
+            "benchmarks:\n  - {name: b, tasks: [demo_mcq]}\n",
+            ["unknown task", "demo_mcq", "did you mean demo_mc"],
+        ),
         ("benchmarks:\n  - {name: b, tasks: [demo_mc], limitt: 3}\n", ["limitt", "unknown key"]),
     ],
 )
-def test_bad_campaigns_fail_clearly_without_rows(pg_dsn: str, lab_home: Path, tmp_path: Path, body: str, expect: list[str]) -> None:
+def test_bad_campaigns_fail_clearly_without_rows(
+    pg_dsn: str, lab_home: Path, tmp_path: Path, body: str, expect: list[str]
+) -> None:
     before = fetch(pg_dsn, "SELECT count(*) AS n FROM campaigns")[0]["n"]
     path = campaign_file(tmp_path, "bad", TINY + body)
     proc = cli(["run", str(path)], cwd=tmp_path)
@@ -142,37 +196,70 @@ def test_bad_campaigns_fail_clearly_without_rows(pg_dsn: str, lab_home: Path, tm
     assert debug.returncode == 2 and "Traceback" in debug.stderr
 
 
-def test_missing_model_folder_and_dead_database(pg_dsn: str, lab_home: Path, tmp_path: Path) -> None:
-    path = campaign_file(tmp_path, "nomodel", """
+def test_missing_model_folder_and_dead_database(
+    pg_dsn: str, lab_home: Path, tmp_path: Path
+) -> None:
+    path = campaign_file(
+        tmp_path,
+        "nomodel",
+        """
 models:
   - {name: gone, source: local, path: /nonexistent/model}
 benchmarks:
   - {name: b, tasks: [demo_mc], limit: 2}
-""")
+""",
+    )
     proc = cli(["run", str(path)], cwd=tmp_path)
     assert proc.returncode == 2
     assert "/nonexistent/model" in proc.stderr and "does not exist" in proc.stderr
     assert "Traceback" not in proc.stderr
 
-    ok = campaign_file(tmp_path, "deaddb", TINY + "benchmarks:\n  - {name: b, tasks: [demo_mc], limit: 2}\n")
-    dead = cli(["run", str(ok)], cwd=tmp_path, env={"EVALLAB_DATABASE_URL": "postgresql://x:pw@127.0.0.1:1/none"})
+    ok = campaign_file(
+        tmp_path, "deaddb", TINY + "benchmarks:\n  - {name: b, tasks: [demo_mc], limit: 2}\n"
+    )
+    dead = cli(
+        ["run", str(ok)],
+        cwd=tmp_path,
+        env={"EVALLAB_DATABASE_URL": "postgresql://x:pw@127.0.0.1:1/none"},
+    )
     assert dead.returncode == 2
     msg = " ".join(dead.stderr.split())
-    assert "cannot connect to the results database" in msg and "127.0.0.1:1" in msg and "pw" not in msg.replace("pw@", "")
+    assert (
+        "cannot connect to the results database" in msg
+        and "127.0.0.1:1" in msg
+        and "pw" not in msg.replace("pw@", "")
+    )
 
 
-def test_ctrl_c_keeps_finished_runs_and_leaves_no_partial_rows(pg_dsn: str, lab_home: Path, tmp_path: Path) -> None:
-    path = campaign_file(tmp_path, "interrupt", TINY + """
+def test_ctrl_c_keeps_finished_runs_and_leaves_no_partial_rows(
+    pg_dsn: str, lab_home: Path, tmp_path: Path
+) -> None:
+    path = campaign_file(
+        tmp_path,
+        "interrupt",
+        TINY
+        + """
 benchmarks:
   - {name: quick, tasks: [demo_mc], limit: 10}
   - {name: slow, tasks: [demo_gen]}
-""")
+""",
+    )
     env = {**os.environ, "TQDM_DISABLE": "1"}
-    proc = subprocess.Popen([*EVALLAB, "run", str(path)], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*EVALLAB, "run", str(path)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
-            rows = fetch(pg_dsn, "SELECT r.run_id FROM runs r JOIN campaigns c USING (campaign_id) WHERE c.name='interrupt' AND r.benchmark='quick' AND r.status='succeeded'")
+            rows = fetch(
+                pg_dsn,
+                "SELECT r.run_id FROM runs r JOIN campaigns c USING (campaign_id) WHERE c.name='interrupt' AND r.benchmark='quick' AND r.status='succeeded'",
+            )
             if rows:
                 break
             assert proc.poll() is None, proc.communicate()
@@ -181,13 +268,16 @@ benchmarks:
             pytest.fail("first run never finished")
         time.sleep(1.0)  # inside the slow benchmark now
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
+        _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted" in err and "--resume" in err and "Traceback" not in err
-    runs = fetch(pg_dsn, "SELECT r.benchmark, r.status, r.raw_path FROM runs r JOIN campaigns c USING (campaign_id) WHERE c.name='interrupt'")
+    runs = fetch(
+        pg_dsn,
+        "SELECT r.benchmark, r.status, r.raw_path FROM runs r JOIN campaigns c USING (campaign_id) WHERE c.name='interrupt'",
+    )
     assert [(r["benchmark"], r["status"]) for r in runs] == [("quick", "succeeded")]
     assert Path(runs[0]["raw_path"]).is_file()
     [camp] = fetch(pg_dsn, "SELECT status FROM campaigns WHERE name='interrupt'")
@@ -199,5 +289,8 @@ benchmarks:
     resumed = cli(["run", "--resume", str(path)], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "skipped" in resumed.stdout
-    runs = fetch(pg_dsn, "SELECT r.benchmark FROM runs r JOIN campaigns c USING (campaign_id) WHERE c.name='interrupt' AND r.status='succeeded' ORDER BY 1")
+    runs = fetch(
+        pg_dsn,
+        "SELECT r.benchmark FROM runs r JOIN campaigns c USING (campaign_id) WHERE c.name='interrupt' AND r.status='succeeded' ORDER BY 1",
+    )
     assert [r["benchmark"] for r in runs] == ["quick", "slow"]

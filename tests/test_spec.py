@@ -54,14 +54,18 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_duplicate_names_and_bad_values(tmp_path: Path) -> None:
-    dup = GOOD.replace("  - {name: m, source: tiny}", "  - {name: m, source: tiny}\n  - {name: m, source: tiny}")
+    dup = GOOD.replace(
+        "  - {name: m, source: tiny}", "  - {name: m, source: tiny}\n  - {name: m, source: tiny}"
+    )
     with pytest.raises(SpecError, match=r"repeated: \['m'\]"):
         load_campaign(write(tmp_path, dup))
-    bad_repo = GOOD.replace("{name: m, source: tiny}", "{name: m, source: hf, repo: noslash, revision: main}")
+    bad_repo = GOOD.replace(
+        "{name: m, source: tiny}", "{name: m, source: hf, repo: noslash, revision: main}"
+    )
     with pytest.raises(SpecError, match="noslash"):
         load_campaign(write(tmp_path, bad_repo))
     bad_kind = GOOD + "runtimes:\n  - {kind: tgi}\n"
-    with pytest.raises(SpecError, match="tgi|kind"):
+    with pytest.raises(SpecError, match=r"tgi|kind"):
         load_campaign(write(tmp_path, bad_kind))
 
 
@@ -69,8 +73,18 @@ def test_hub_pinning_and_spec_hash_is_stable() -> None:
     sha = "a" * 40
     assert HubModelSpec(name="m", source="hf", repo="o/n", revision=sha).is_pinned
     assert not HubModelSpec(name="m", source="hf", repo="o/n", revision="main").is_pinned
-    a = CampaignSpec.model_validate({"name": "x", "models": [{"name": "m", "source": "tiny"}],
-                                     "benchmarks": [{"name": "b", "tasks": ["t"]}]})
-    b = CampaignSpec.model_validate({"benchmarks": [{"tasks": ["t"], "name": "b"}], "name": "x",
-                                     "models": [{"source": "tiny", "name": "m"}]})
+    a = CampaignSpec.model_validate(
+        {
+            "name": "x",
+            "models": [{"name": "m", "source": "tiny"}],
+            "benchmarks": [{"name": "b", "tasks": ["t"]}],
+        }
+    )
+    b = CampaignSpec.model_validate(
+        {
+            "benchmarks": [{"tasks": ["t"], "name": "b"}],
+            "name": "x",
+            "models": [{"source": "tiny", "name": "m"}],
+        }
+    )
     assert spec_sha256(a) == spec_sha256(b)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from conftest import free_port
 
 from evallab.errors import DatabaseError, MigrationError, PortInUseError
 from evallab.harnesses.base import SampleOutcome, ScoreRow
@@ -22,8 +23,6 @@ from evallab.store.ingest import ingest_run, insert_campaign
 from evallab.store.migrate import migrate, migration_status
 from evallab.store.records import CampaignRecord, RunRecord
 
-from conftest import free_port
-
 
 def run(coro):  # type: ignore[no-untyped-def]
     return asyncio.run(coro)
@@ -31,18 +30,39 @@ def run(coro):  # type: ignore[no-untyped-def]
 
 def make_run(campaign_id: uuid.UUID, run_id: uuid.UUID | None = None) -> RunRecord:
     return RunRecord(
-        run_id=run_id or uuid.uuid4(), campaign_id=campaign_id, run_key="k" * 64, benchmark="b",
-        model_name="m", model_source="tiny", model_id="evallab/tiny", model_revision="local:abc",
-        model_sha256="s" * 64, quant="none", runtime="transformers", runtime_label="transformers",
-        runtime_version="5", harness="lm_eval", harness_version="0.4.13", tasks=["t"], seed=1,
-        generation_config={"max_gen_toks": 8}, lab_version="0.1.0", lab_commit="c", env_fingerprint="f",
-        python_version="3.11", hostname="h", status="succeeded", started_at=datetime.now(UTC),
+        run_id=run_id or uuid.uuid4(),
+        campaign_id=campaign_id,
+        run_key="k" * 64,
+        benchmark="b",
+        model_name="m",
+        model_source="tiny",
+        model_id="evallab/tiny",
+        model_revision="local:abc",
+        model_sha256="s" * 64,
+        quant="none",
+        runtime="transformers",
+        runtime_label="transformers",
+        runtime_version="5",
+        harness="lm_eval",
+        harness_version="0.4.13",
+        tasks=["t"],
+        seed=1,
+        generation_config={"max_gen_toks": 8},
+        lab_version="0.1.0",
+        lab_commit="c",
+        env_fingerprint="f",
+        python_version="3.11",
+        hostname="h",
+        status="succeeded",
+        started_at=datetime.now(UTC),
     )
 
 
 async def seed_campaign(conn: asyncpg.Connection) -> uuid.UUID:
     cid = uuid.uuid4()
-    await insert_campaign(conn, CampaignRecord(cid, "c", {"a": 1}, "x", "p", "0.1", "c", datetime.now(UTC)))
+    await insert_campaign(
+        conn, CampaignRecord(cid, "c", {"a": 1}, "x", "p", "0.1", "c", datetime.now(UTC))
+    )
     return cid
 
 
@@ -101,15 +121,30 @@ def test_migrations_from_empty_and_edited_migration_refused(fresh_dsn: str, tmp_
             assert applied[0].version == 1
             status = await migration_status(conn, folder)
             assert all(s.applied and s.checksum_ok for s in status)
-            tables = {r["tablename"] for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname='public'")}
-            assert {"campaigns", "runs", "scores", "sample_outcomes", "canaries", "telemetry"} <= tables
+            tables = {
+                r["tablename"]
+                for r in await conn.fetch(
+                    "SELECT tablename FROM pg_tables WHERE schemaname='public'"
+                )
+            }
+            assert {
+                "campaigns",
+                "runs",
+                "scores",
+                "sample_outcomes",
+                "canaries",
+                "telemetry",
+            } <= tables
             assert await migrate(conn, folder) == []  # idempotent
             first = sorted(folder.glob("0001_*.sql"))[0]
             first.write_text(first.read_text() + "\n-- edited\n")
             with pytest.raises(MigrationError) as exc:
                 await migrate(conn, folder)
-            assert first.name in exc.value.message and "edited after it was applied" in exc.value.message
-            assert [s.checksum_ok for s in await migration_status(conn, folder)][0] is False
+            assert (
+                first.name in exc.value.message
+                and "edited after it was applied" in exc.value.message
+            )
+            assert next(s.checksum_ok for s in await migration_status(conn, folder)) is False
         finally:
             await conn.close()
 
@@ -123,7 +158,9 @@ def test_ingest_twice_creates_no_duplicates(migrated_dsn: str) -> None:
             cid = await seed_campaign(conn)
             rec = make_run(cid)
             scores = [ScoreRow("t", "acc", "none", 0.5, 0.1, 4, True)]
-            outcomes = [SampleOutcome("t", i, f"h{i}", "acc", "none", float(i % 2)) for i in range(4)]
+            outcomes = [
+                SampleOutcome("t", i, f"h{i}", "acc", "none", float(i % 2)) for i in range(4)
+            ]
             await ingest_run(conn, rec, scores, outcomes)
             await ingest_run(conn, rec, scores, outcomes)
             assert await conn.fetchval("SELECT count(*) FROM runs") == 1
@@ -147,18 +184,27 @@ def test_failed_ingest_leaves_no_partial_rows(migrated_dsn: str) -> None:
             rec = make_run(cid)
             pid = conn.get_server_pid()
             # Bad rows after good ones: the run row and scores go in first, then COPY fails.
-            bad = [SampleOutcome("t", 1, "h", "acc", "none", 1.0), SampleOutcome("t", 1, "h", "acc", "none", 1.0)]
+            bad = [
+                SampleOutcome("t", 1, "h", "acc", "none", 1.0),
+                SampleOutcome("t", 1, "h", "acc", "none", 1.0),
+            ]
             with pytest.raises(DatabaseError) as exc:
                 await ingest_run(conn, rec, [ScoreRow("t", "acc", "none", 1.0, 0.0, 1)], bad)
             assert str(rec.run_id) in exc.value.message
-            assert await admin.fetchval("SELECT count(*) FROM runs WHERE run_id=$1", rec.run_id) == 0
-            assert await admin.fetchval("SELECT count(*) FROM scores WHERE run_id=$1", rec.run_id) == 0
+            assert (
+                await admin.fetchval("SELECT count(*) FROM runs WHERE run_id=$1", rec.run_id) == 0
+            )
+            assert (
+                await admin.fetchval("SELECT count(*) FROM scores WHERE run_id=$1", rec.run_id) == 0
+            )
             # Now the server kills the connection before the ingest: DatabaseError, no rows.
             await admin.execute("SELECT pg_terminate_backend($1)", pid)
             await asyncio.sleep(0.2)
             with pytest.raises(DatabaseError):
                 await ingest_run(conn, rec, [ScoreRow("t", "acc", "none", 1.0, 0.0, 1)], [])
-            assert await admin.fetchval("SELECT count(*) FROM runs WHERE run_id=$1", rec.run_id) == 0
+            assert (
+                await admin.fetchval("SELECT count(*) FROM runs WHERE run_id=$1", rec.run_id) == 0
+            )
         finally:
             await admin.close()
             if not conn.is_closed():

@@ -14,7 +14,14 @@ from typing import Annotated, Any
 import click
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from evallab.errors import LabError
@@ -29,7 +36,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-db_app = typer.Typer(help="The results database (embedded PostgreSQL unless EVALLAB_DATABASE_URL is set).")
+db_app = typer.Typer(
+    help="The results database (embedded PostgreSQL unless EVALLAB_DATABASE_URL is set)."
+)
 app.add_typer(db_app, name="db")
 
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -96,15 +105,23 @@ def run(
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     spec, base_dir = load_campaign(campaign)
-    with console.status(f"Preparing campaign [bold]{spec.name}[/] (checking tasks, models, runtimes)"):
+    with console.status(
+        f"Preparing campaign [bold]{spec.name}[/] (checking tasks, models, runtimes)"
+    ):
         prepared = prepare_campaign(spec, base_dir, campaign.resolve())
     with database() as dsn:
         progress = Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), console=console,
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
         )
         with progress:
-            result = CampaignRunner(prepared, dsn, reporter=RichReporter(progress), resume=resume).run()
+            result = CampaignRunner(
+                prepared, dsn, reporter=RichReporter(progress), resume=resume
+            ).run()
     table = Table(title=f"Campaign {result.name} — {result.status} ({result.campaign_id})")
     for col in ("model", "runtime", "benchmark", "task", "metric", "filter"):
         table.add_column(col)
@@ -112,11 +129,27 @@ def run(
     table.add_column("n", justify="right")
     for outcome in result.runs:
         if not outcome.scores:
-            table.add_row(outcome.model, outcome.runtime, outcome.benchmark, "—", "—", "—",
-                          outcome.status if not outcome.skipped else "skipped", "")
+            table.add_row(
+                outcome.model,
+                outcome.runtime,
+                outcome.benchmark,
+                "—",
+                "—",
+                "—",
+                outcome.status if not outcome.skipped else "skipped",
+                "",
+            )
         for s in outcome.scores:
-            table.add_row(outcome.model, outcome.runtime, outcome.benchmark, s.task, s.metric,
-                          s.filter, _fmt(s.value, s.stderr), str(s.n))
+            table.add_row(
+                outcome.model,
+                outcome.runtime,
+                outcome.benchmark,
+                s.task,
+                s.metric,
+                s.filter,
+                _fmt(s.value, s.stderr),
+                str(s.n),
+            )
     console.print(table)
     for note in result.notes:
         console.print(note)
@@ -138,7 +171,9 @@ def results(
     async def _fetch(dsn: str) -> list[Any]:
         conn = await connect(dsn)
         try:
-            return await recent_results(conn, model=model, task=task, campaign=campaign, limit_runs=limit)
+            return await recent_results(
+                conn, model=model, task=task, campaign=campaign, limit_runs=limit
+            )
         finally:
             await conn.close()
 
@@ -151,27 +186,52 @@ def results(
         console.print("No runs match. Run a campaign first: evallab run deployments/demo.yaml")
         return
     table = Table(title="Recent results")
-    for col in ("run", "campaign", "model", "quant", "runtime", "benchmark", "status", "task", "metric",
-                "filter"):
+    for col in (
+        "run",
+        "campaign",
+        "model",
+        "quant",
+        "runtime",
+        "benchmark",
+        "status",
+        "task",
+        "metric",
+        "filter",
+    ):
         table.add_column(col)
     table.add_column("value ± stderr", justify="right")
     table.add_column("n", justify="right")
     for r in rows:
-        table.add_row(r.run_id[:8], r.campaign, r.model, r.quant, r.runtime, r.benchmark, r.status,
-                      r.task or "—", r.metric or "—", r.filter or "—", _fmt(r.value, r.stderr),
-                      str(r.n or ""))
+        table.add_row(
+            r.run_id[:8],
+            r.campaign,
+            r.model,
+            r.quant,
+            r.runtime,
+            r.benchmark,
+            r.status,
+            r.task or "—",
+            r.metric or "—",
+            r.filter or "—",
+            _fmt(r.value, r.stderr),
+            str(r.n or ""),
+        )
     console.print(table)
 
 
 @app.command()
-def ingest(run_dirs: Annotated[list[Path], typer.Argument(help="Run folders (runs/<run_id>).")]) -> None:
+def ingest(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run folders (runs/<run_id>).")],
+) -> None:
     """Re-ingest finished runs from their folders (e.g. after the database was down). Idempotent."""
     from evallab.runner import ingest_run_dir
 
     with database() as dsn:
         for d in run_dirs:
             record = ingest_run_dir(dsn, d)
-            console.print(f"ingested run {record.run_id} ({record.model_name} · {record.benchmark})")
+            console.print(
+                f"ingested run {record.run_id} ({record.model_name} · {record.benchmark})"
+            )
 
 
 # --------------------------------------------------------------------------------------- db
@@ -218,8 +278,13 @@ def db_status() -> None:
     for col in ("version", "name", "applied", "applied at", "checksum"):
         table.add_column(col)
     for r in rows:
-        table.add_row(f"{r.version:04d}", r.name, "yes" if r.applied else "[yellow]pending[/]",
-                      r.applied_at or "", "ok" if r.checksum_ok else "[red]EDITED[/]")
+        table.add_row(
+            f"{r.version:04d}",
+            r.name,
+            "yes" if r.applied else "[yellow]pending[/]",
+            r.applied_at or "",
+            "ok" if r.checksum_ok else "[red]EDITED[/]",
+        )
     console.print(table)
 
 

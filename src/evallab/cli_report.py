@@ -65,18 +65,18 @@ def _print_comparison(cmp: Comparison, show_flips: int) -> None:
     console.print(f"[bold]A[/] {escape(cmp.a.label)}  [dim]{cmp.a.campaign}[/]")
     console.print(f"[bold]B[/] {escape(cmp.b.label)}  [dim]{cmp.b.campaign}[/]")
     level = round(cmp.confidence * 100)
-    table = Table(title=f"B − A, paired over the same documents ({level} % CI)")
+    table = Table(title=f"B - A, paired over the same documents ({level} % CI)")
     for col, just in (
         ("task", "left"),
         ("metric", "left"),
         ("n", "right"),
         ("A", "right"),
         ("B", "right"),
-        ("Δ (B−A)", "right"),
+        ("Δ (B-A)", "right"),
         (f"{level} % CI", "right"),
         ("p", "right"),
         ("test", "left"),
-        ("flips +/−", "right"),
+        ("flips +/-", "right"),
         ("verdict", "left"),
     ):
         table.add_column(col, justify=just)  # type: ignore[arg-type]
@@ -84,7 +84,7 @@ def _print_comparison(cmp: Comparison, show_flips: int) -> None:
         r = row.result
         style = {"B better": "green", "A better": "red"}.get(row.verdict, "")
         metric = row.metric + (f" [{row.filter}]" if row.filter not in ("", "none") else "")
-        flips = f"+{r.b_only}/−{r.a_only}" if r.test == "mcnemar-exact" else "—"
+        flips = f"+{r.b_only}/-{r.a_only}" if r.test == "mcnemar-exact" else "—"
         table.add_row(
             row.task,
             escape(metric),

@@ -156,9 +156,7 @@ def _hub(spec: HubModelSpec, allow_unpinned: bool) -> ModelArtifact:
                     fix=f"set revision: {info.sha} in the campaign, or allow_unpinned: true",
                 )
             revision = str(info.sha)
-        folder = Path(
-            snapshot_download(spec.repo, revision=revision, token=token, cache_dir=None)
-        )
+        folder = Path(snapshot_download(spec.repo, revision=revision, token=token, cache_dir=None))
     except PinError:
         raise
     except (HfHubHTTPError, OSError, ValueError) as exc:
@@ -184,7 +182,9 @@ def _hub(spec: HubModelSpec, allow_unpinned: bool) -> ModelArtifact:
     )
 
 
-def resolve_model(spec: ModelSpec, base_dir: Path, *, allow_unpinned: bool = False) -> ModelArtifact:
+def resolve_model(
+    spec: ModelSpec, base_dir: Path, *, allow_unpinned: bool = False
+) -> ModelArtifact:
     """Fetch or build a campaign's model and pin it.
 
     Args:

@@ -148,7 +148,9 @@ def _runtime_version(spec: RuntimeSpec) -> str:
     return ""
 
 
-def run_key(prepared: PreparedCampaign, model: ModelArtifact, runtime: RuntimeSpec, bench: BenchmarkSpec) -> str:
+def run_key(
+    prepared: PreparedCampaign, model: ModelArtifact, runtime: RuntimeSpec, bench: BenchmarkSpec
+) -> str:
     """Identity of a run: sha256 of its pins and config (equal keys = the same experiment)."""
     harness_version = get_harness(bench.harness).version()
     payload = {
@@ -239,18 +241,25 @@ def _write_raw(out_dir: Path, result: HarnessResult) -> tuple[Path, str, Path, s
 
 def _manifest(out_dir: Path, record: RunRecord, scores: list[ScoreRow]) -> None:
     data = {
-        "run": {k: (str(v) if isinstance(v, uuid.UUID | datetime) else v) for k, v in asdict(record).items()},
+        "run": {
+            k: (str(v) if isinstance(v, uuid.UUID | datetime) else v)
+            for k, v in asdict(record).items()
+        },
         "scores": [asdict(s) for s in scores],
     }
     (out_dir / "run.json").write_text(json.dumps(data, indent=1, default=str))
 
 
 def ingest_run_dir(dsn: str, out_dir: Path) -> RunRecord:
-    """Re-ingest a run from its folder (``run.json`` + ``outcomes.parquet``), e.g. after the
-    database was unreachable when the run finished. Idempotent."""
+    """Re-ingest a run from its folder (``run.json`` + ``outcomes.parquet``). Idempotent.
+
+    Used after the database was unreachable when the run finished: nothing computed is lost.
+    """
     manifest = out_dir / "run.json"
     if not manifest.is_file():
-        raise StorageError("run folder has no run.json", value=out_dir, fix="pass a folder under runs/")
+        raise StorageError(
+            "run folder has no run.json", value=out_dir, fix="pass a folder under runs/"
+        )
     data = json.loads(manifest.read_text())
     run = dict(data["run"])
     for key in ("run_id", "campaign_id"):
@@ -266,13 +275,19 @@ def ingest_run_dir(dsn: str, out_dir: Path) -> RunRecord:
             fix="the file was modified; restore it from a backup",
         )
     scores = [ScoreRow(**s) for s in data["scores"]]
-    table = pq.read_table(out_dir / "outcomes.parquet").to_pylist() if (out_dir / "outcomes.parquet").exists() else []
+    table = (
+        pq.read_table(out_dir / "outcomes.parquet").to_pylist()
+        if (out_dir / "outcomes.parquet").exists()
+        else []
+    )
     outcomes = [SampleOutcome(**row) for row in table]
     run_sync(_ingest(dsn, record, scores, outcomes))
     return record
 
 
-async def _ingest(dsn: str, record: RunRecord, scores: list[ScoreRow], outcomes: list[SampleOutcome]) -> None:
+async def _ingest(
+    dsn: str, record: RunRecord, scores: list[ScoreRow], outcomes: list[SampleOutcome]
+) -> None:
     conn = await connect(dsn)
     try:
         await ingest_run(conn, record, scores, outcomes)
@@ -391,8 +406,16 @@ def execute_benchmark(
         record.duration_s = time.monotonic() - t0
         _manifest(out_dir, record, [])
         run_sync(_ingest(dsn, record, [], []))
-        return RunOutcome(record.run_id, model.name, runtime_spec.display, bench.name, "failed",
-                          exc.message, raw_dir=out_dir, duration_s=record.duration_s)
+        return RunOutcome(
+            record.run_id,
+            model.name,
+            runtime_spec.display,
+            bench.name,
+            "failed",
+            exc.message,
+            raw_dir=out_dir,
+            duration_s=record.duration_s,
+        )
     samples, samples_sha, results, results_sha = _write_raw(out_dir, result)
     duration = time.monotonic() - t0
     record.status = "succeeded"
@@ -406,15 +429,24 @@ def execute_benchmark(
     record.task_hashes = result.task_hashes
     _manifest(out_dir, record, result.scores)
     run_sync(_ingest(dsn, record, result.scores, result.outcomes))
-    return RunOutcome(record.run_id, model.name, runtime_spec.display, bench.name, "succeeded",
-                      scores=result.scores, raw_dir=out_dir, duration_s=duration)
+    return RunOutcome(
+        record.run_id,
+        model.name,
+        runtime_spec.display,
+        bench.name,
+        "succeeded",
+        scores=result.scores,
+        raw_dir=out_dir,
+        duration_s=duration,
+    )
 
 
 async def _succeeded_keys(dsn: str, keys: list[str]) -> set[str]:
     conn = await connect(dsn)
     try:
         rows = await conn.fetch(
-            "SELECT DISTINCT run_key FROM runs WHERE status = 'succeeded' AND run_key = ANY($1)", keys
+            "SELECT DISTINCT run_key FROM runs WHERE status = 'succeeded' AND run_key = ANY($1)",
+            keys,
         )
     finally:
         await conn.close()
@@ -439,7 +471,9 @@ async def _finish_campaign(dsn: str, rec: CampaignRecord) -> None:
 
 
 @contextlib.contextmanager
-def open_session(prepared: PreparedCampaign, model: ModelArtifact, runtime_spec: RuntimeSpec) -> Iterator[RuntimeSession]:
+def open_session(
+    prepared: PreparedCampaign, model: ModelArtifact, runtime_spec: RuntimeSpec
+) -> Iterator[RuntimeSession]:
     """Start a runtime session for a group and guarantee it stops (even on Ctrl-C)."""
     workdir = runs_dir() / "_runtimes"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -458,7 +492,8 @@ class CampaignRunner:
         *,
         reporter: Reporter | None = None,
         resume: bool = False,
-        session_hooks: list[Callable[[RuntimeSession, ModelArtifact, RuntimeSpec], None]] | None = None,
+        session_hooks: list[Callable[[RuntimeSession, ModelArtifact, RuntimeSpec], None]]
+        | None = None,
     ) -> None:
         self.prepared = prepared
         self.dsn = dsn
@@ -486,13 +521,24 @@ class CampaignRunner:
         try:
             for model, runtime_spec in p.groups():
                 keys = {b.name: run_key(p, model, runtime_spec, b) for b in p.spec.benchmarks}
-                done = run_sync(_succeeded_keys(self.dsn, list(keys.values()))) if self.resume else set()
+                done = (
+                    run_sync(_succeeded_keys(self.dsn, list(keys.values())))
+                    if self.resume
+                    else set()
+                )
                 todo = [b for b in p.spec.benchmarks if keys[b.name] not in done]
                 for b in p.spec.benchmarks:
                     if b not in todo:
                         index += 1
-                        skipped = RunOutcome(uuid.UUID(int=0), model.name, runtime_spec.display, b.name,
-                                             "succeeded", "already succeeded with the same pins", skipped=True)
+                        skipped = RunOutcome(
+                            uuid.UUID(int=0),
+                            model.name,
+                            runtime_spec.display,
+                            b.name,
+                            "succeeded",
+                            "already succeeded with the same pins",
+                            skipped=True,
+                        )
                         outcomes.append(skipped)
                         self.reporter.run_finished(skipped)
                 if not todo:
@@ -505,7 +551,9 @@ class CampaignRunner:
                         self.reporter.run_started(
                             f"{model.name} · {runtime_spec.display} · {bench.name}", index, total
                         )
-                        outcome = execute_benchmark(p, rec.campaign_id, model, runtime_spec, session, bench, self.dsn)
+                        outcome = execute_benchmark(
+                            p, rec.campaign_id, model, runtime_spec, session, bench, self.dsn
+                        )
                         outcomes.append(outcome)
                         self.reporter.run_finished(outcome)
         except KeyboardInterrupt as exc:

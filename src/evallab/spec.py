@@ -61,7 +61,7 @@ class _ModelBase(_Strict):
     name: str
     """Label used in results and reports, unique within the campaign (e.g. ``llama3-8b-awq``)."""
     quant: str = "none"
-    """Quantisation label recorded with every run (``none``, ``awq``, ``gptq``, ``fp8``, ``Q4_K_M``)."""
+    """Quantisation label recorded with every run (``none``, ``awq``, ``gptq``, ``Q4_K_M``)."""
     chat: bool = False
     """True for instruct/chat models: servers are queried through chat completions with the
     model's chat template; False for base models (plain completions)."""

@@ -13,11 +13,12 @@ from pathlib import Path
 
 __all__ = ["build_tiny_model", "tiny_corpus"]
 
-_WORDS = (
+_WORD_TEXT = (
     "the a one two three four five six seven eight nine ten red green blue cat dog bird fish "
     "tree house river city answer question is are was yes no true false plus minus equals "
     "capital of france paris spain madrid italy rome color sky grass sun moon water fire"
-).split()
+)
+_WORDS = _WORD_TEXT.split()
 
 _CHAT_TEMPLATE = (
     "{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}\n"
@@ -94,7 +95,6 @@ def build_tiny_model(
         eos_token_id=fast.eos_token_id,
         pad_token_id=fast.pad_token_id,
         tie_word_embeddings=False,
-        torch_dtype="float32",
     )
     model = LlamaForCausalLM(config)
     model.eval()

@@ -41,7 +41,7 @@ def _write_tasks(folder: Path, n_mc: int, n_gen: int, prefix: str) -> Path:
             choices = [str(a + b + d) for d in rng.sample([-10, -1, 0, 1, 10], 4)]
             if str(a + b) not in choices:
                 choices[0] = str(a + b)
-            fh.write(json.dumps({"id": i, "q": f"{a} plus {b} equals?", "choices": choices,
+            fh.write(json.dumps({"id": i, "q": f"(#{i}) {a} plus {b} equals?", "choices": choices,
                                  "label": choices.index(str(a + b))}) + "\n")
     words = ["red", "cat", "tree", "sun", "river", "blue"]
     with gen.open("w") as fh:

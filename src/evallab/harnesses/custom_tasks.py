@@ -92,7 +92,7 @@ def _absolutize(files: Any, base: Path) -> Any:
 
 def _load(path: Path) -> dict[str, Any] | None:
     try:
-        data = yaml.load(path.read_text(), Loader=_Loader)  # noqa: S506 - SafeLoader subclass
+        data = yaml.load(path.read_text(), Loader=_Loader)
     except yaml.YAMLError:
         return None
     return data if isinstance(data, dict) else None
@@ -150,11 +150,19 @@ def tasks_commit(tasks_dir: Path) -> str:
     try:
         commit = subprocess.run(
             ["git", "log", "-1", "--format=%H", "--", "."],
-            cwd=tasks_dir, capture_output=True, text=True, check=True, timeout=10,
+            cwd=tasks_dir,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--", "."],
-            cwd=tasks_dir, capture_output=True, text=True, check=True, timeout=10,
+            cwd=tasks_dir,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""

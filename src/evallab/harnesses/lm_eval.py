@@ -63,7 +63,9 @@ def parse_results(results: dict[str, Any]) -> list[ScoreRow]:
             err = _num(metrics.get(f"{metric}_stderr,{filt}"))
             better = hib.get(task, {}).get(metric)
             rows.append(
-                ScoreRow(task, metric, filt, val, err, n, bool(better) if better is not None else None)
+                ScoreRow(
+                    task, metric, filt, val, err, n, bool(better) if better is not None else None
+                )
             )
     return rows
 
@@ -95,7 +97,9 @@ def _doc_hash(sample: dict[str, Any]) -> str:
     h = sample.get("doc_hash")
     if isinstance(h, str) and h:
         return h
-    return hashlib.sha256(json.dumps(sample.get("doc"), sort_keys=True, default=str).encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps(sample.get("doc"), sort_keys=True, default=str).encode()
+    ).hexdigest()
 
 
 def samples_table(results: dict[str, Any]) -> tuple[pa.Table, list[SampleOutcome]]:
@@ -103,8 +107,19 @@ def samples_table(results: dict[str, Any]) -> tuple[pa.Table, list[SampleOutcome
     cols: dict[str, list[Any]] = {
         k: []
         for k in (
-            "task", "doc_id", "doc_hash", "prompt_hash", "target_hash", "filter", "prompt",
-            "target", "response", "metrics_json", "doc_json", "arguments_json", "resps_json",
+            "task",
+            "doc_id",
+            "doc_hash",
+            "prompt_hash",
+            "target_hash",
+            "filter",
+            "prompt",
+            "target",
+            "response",
+            "metrics_json",
+            "doc_json",
+            "arguments_json",
+            "resps_json",
             "filtered_resps_json",
         )
     }
@@ -119,7 +134,9 @@ def samples_table(results: dict[str, Any]) -> tuple[pa.Table, list[SampleOutcome
                 val = _num(s.get(metric))
                 if val is not None:
                     metric_values[metric] = val
-                    outcomes.append(SampleOutcome(task, int(s["doc_id"]), doc_hash, metric, filt, val))
+                    outcomes.append(
+                        SampleOutcome(task, int(s["doc_id"]), doc_hash, metric, filt, val)
+                    )
             cols["task"].append(task)
             cols["doc_id"].append(int(s["doc_id"]))
             cols["doc_hash"].append(doc_hash)
@@ -134,9 +151,7 @@ def samples_table(results: dict[str, Any]) -> tuple[pa.Table, list[SampleOutcome
             cols["arguments_json"].append(_text(s.get("arguments")))
             cols["resps_json"].append(_text(s.get("resps")))
             cols["filtered_resps_json"].append(_text(s.get("filtered_resps")))
-    schema = pa.schema(
-        [(k, pa.int64() if k == "doc_id" else pa.string()) for k in cols]
-    )
+    schema = pa.schema([(k, pa.int64() if k == "doc_id" else pa.string()) for k in cols])
     return pa.table(cols, schema=schema), outcomes
 
 
@@ -147,7 +162,9 @@ def _builtin_task_names() -> frozenset[str]:
     return frozenset(TaskManager().all_tasks)
 
 
-def _dataset_revisions(results: dict[str, Any], custom: dict[str, custom_tasks.CustomTask]) -> dict[str, str]:
+def _dataset_revisions(
+    results: dict[str, Any], custom: dict[str, custom_tasks.CustomTask]
+) -> dict[str, str]:
     out: dict[str, str] = {}
     for task, cfg in (results.get("configs") or {}).items():
         if task in custom:
@@ -220,7 +237,7 @@ class LmEvalHarness:
                 continue
             from lm_eval.tasks import TaskManager
 
-            cfg = TaskManager()._get_config(task)  # noqa: SLF001 - only way to peek without loading data
+            cfg = TaskManager()._get_config(task)
             if isinstance(cfg, dict) and cfg.get("output_type") in _LOGLIKELIHOOD_TYPES:
                 return True
         return False
@@ -238,8 +255,9 @@ class LmEvalHarness:
         lm = request.session.lm_eval_model(bench)
         gen = bench.generation
         # Only settings the campaign wrote override a task's own generation_kwargs.
-        gen_kwargs = {
-            k: getattr(gen, k) for k in ("max_gen_toks", "temperature", "top_p")
+        gen_kwargs: dict[str, Any] = {
+            k: getattr(gen, k)
+            for k in ("max_gen_toks", "temperature", "top_p")
             if k in gen.model_fields_set
         }
         if "temperature" in gen_kwargs:
@@ -286,7 +304,14 @@ class LmEvalHarness:
             outcomes=outcomes,
             samples=table,
             results_json=summary,
-            n_samples=len({(t, d) for t, d in zip(table["task"].to_pylist(), table["doc_id"].to_pylist(), strict=True)}),
+            n_samples=len(
+                {
+                    (t, d)
+                    for t, d in zip(
+                        table["task"].to_pylist(), table["doc_id"].to_pylist(), strict=True
+                    )
+                }
+            ),
             dataset_revisions=_dataset_revisions(results, custom),
             task_hashes={k: str(v) for k, v in (results.get("task_hashes") or {}).items()},
         )

@@ -58,8 +58,11 @@ class SiteSummary:
 
 
 def primary_metric(metrics: set[tuple[str, str]]) -> tuple[str, str]:
-    """The (metric, filter) a task is ranked by: the first of a preference list, else the first
-    alphabetically."""
+    """The (metric, filter) a task is ranked by.
+
+    The first metric of a preference list (acc, exact_match, pass@1, ...), else the first
+    alphabetically.
+    """
     for name in _PRIMARY:
         found = sorted(f for m, f in metrics if m == name)
         if found:
@@ -317,7 +320,7 @@ def _forest(cmp: Comparison) -> str:
             )
             for r in cmp.rows
         ],
-        title=f"B − A with {round(cmp.confidence * 100)} % CI (paired)",
+        title=f"B - A with {round(cmp.confidence * 100)} % CI (paired)",
     )
 
 

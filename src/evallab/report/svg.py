@@ -199,11 +199,11 @@ def history_chart(
         return top + (1 - (v - y0) / (y1 - y0)) * ph
 
     body = [f'<text x="{left}" y="15" font-weight="bold">{escape(title)}</text>']
-    for t in _ticks(y0, y1):
+    for tick in _ticks(y0, y1):
         body.append(
-            f'<line x1="{left}" y1="{sy(t):.1f}" x2="{width - right}" y2="{sy(t):.1f}" '
-            f'stroke="#eee"/><text x="{left - 6}" y="{sy(t) + 4:.1f}" text-anchor="end" '
-            f'fill="#555">{_fmt(t)}</text>'
+            f'<line x1="{left}" y1="{sy(tick):.1f}" x2="{width - right}" y2="{sy(tick):.1f}" '
+            f'stroke="#eee"/><text x="{left - 6}" y="{sy(tick) + 4:.1f}" text-anchor="end" '
+            f'fill="#555">{_fmt(tick)}</text>'
         )
     xs = sorted({p.x for p in points})
     for t in (xs[0], xs[-1]) if len(xs) > 1 else (xs[0],):
@@ -224,11 +224,11 @@ def history_chart(
             tip = escape(p.tip or f"{name}: {p.y:.4f}")
             if p.invalid:
                 cx, cy = sx(p.x), sy(p.y)
+                a, b, c, d = cx - 5, cy - 5, cx + 5, cy + 5
                 mark = (
                     f'<g class="invalid" stroke="#c0392b" stroke-width="2"><title>{tip}</title>'
-                    f'<line x1="{cx - 5:.1f}" y1="{cy - 5:.1f}" x2="{cx + 5:.1f}" y2="{cy + 5:.1f}"/>'
-                    f'<line x1="{cx - 5:.1f}" y1="{cy + 5:.1f}" x2="{cx + 5:.1f}" y2="{cy - 5:.1f}"/>'
-                    "</g>"
+                    f'<line x1="{a:.1f}" y1="{b:.1f}" x2="{c:.1f}" y2="{d:.1f}"/>'
+                    f'<line x1="{a:.1f}" y1="{d:.1f}" x2="{c:.1f}" y2="{b:.1f}"/></g>'
                 )
             else:
                 mark = (

@@ -10,7 +10,14 @@ import importlib
 from evallab.errors import SpecError
 from evallab.runtimes.base import LmEvalModel, Runtime, RuntimeInfo, RuntimeSession
 
-__all__ = ["LmEvalModel", "Runtime", "RuntimeInfo", "RuntimeSession", "get_runtime", "known_runtimes"]
+__all__ = [
+    "LmEvalModel",
+    "Runtime",
+    "RuntimeInfo",
+    "RuntimeSession",
+    "get_runtime",
+    "known_runtimes",
+]
 
 # kind -> "module:attribute"; modules import heavy dependencies only when used.
 _REGISTRY: dict[str, str] = {

@@ -76,9 +76,13 @@ class TransformersRuntime:
 
     kind = "transformers"
 
-    def check(self, spec: RuntimeSpec, model: ModelArtifact, benchmarks: tuple[BenchmarkSpec, ...]) -> None:
+    def check(
+        self, spec: RuntimeSpec, model: ModelArtifact, benchmarks: tuple[BenchmarkSpec, ...]
+    ) -> None:
         if not isinstance(spec, TransformersRuntimeSpec):
-            raise SpecError("runtime spec is not a transformers spec", value=spec, fix="use kind: transformers")
+            raise SpecError(
+                "runtime spec is not a transformers spec", value=spec, fix="use kind: transformers"
+            )
         if model.gguf_path is not None:
             raise SpecError(
                 f"model {model.name!r} is a GGUF file; the transformers runtime serves HF folders",
@@ -87,5 +91,8 @@ class TransformersRuntime:
             )
 
     def start(self, spec: RuntimeSpec, model: ModelArtifact, workdir: Path) -> TransformersSession:
-        assert isinstance(spec, TransformersRuntimeSpec)  # noqa: S101 - check() ran first
+        if not isinstance(spec, TransformersRuntimeSpec):
+            raise SpecError(
+                "runtime spec is not a transformers spec", value=spec, fix="use kind: transformers"
+            )
         return TransformersSession(spec, model)

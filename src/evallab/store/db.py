@@ -61,7 +61,7 @@ def configured_dsn() -> str | None:
         raise SpecError(
             f"config file can't be read: {exc}",
             value=path,
-            fix="write it as TOML with a [database] table holding url = \"postgresql://...\"",
+            fix='write it as TOML with a [database] table holding url = "postgresql://..."',
         ) from exc
     url = data.get("database", {}).get("url")
     return str(url) if url else None
@@ -113,7 +113,7 @@ async def connect(dsn: str, *, timeout: float = 10.0) -> asyncpg.Connection:
     """
     try:
         conn: asyncpg.Connection = await _connect_once(dsn, timeout)
-    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, ValueError) as exc:
+    except (TimeoutError, OSError, asyncpg.PostgresError, ValueError) as exc:
         raise DatabaseError(
             f"cannot connect to the results database: {type(exc).__name__}: {exc}",
             value=redact(dsn),

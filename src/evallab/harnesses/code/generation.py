@@ -109,7 +109,9 @@ class GenerationLog:
             self._append({"key": key})
 
     def _load(self) -> None:
-        lines = self.path.read_text(encoding="utf-8").splitlines()
+        lines = self.path.read_text(encoding="utf-8").split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
         good = 0
         for i, line in enumerate(lines):
             try:
@@ -139,7 +141,7 @@ class GenerationLog:
 
     def _append(self, obj: dict[str, Any]) -> None:
         with self.path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(obj, ensure_ascii=False) + "\n")
+            fh.write(json.dumps(obj) + "\n")  # ASCII: no raw U+2028 to split lines
             fh.flush()
             os.fsync(fh.fileno())
 

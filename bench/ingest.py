@@ -1,0 +1,125 @@
+"""Ingest throughput: the lab's COPY-based ingest vs a naive executemany INSERT.
+
+Starts a real (embedded) PostgreSQL in a temp folder, ingests 200,000 synthetic per-sample rows
+both ways in the same run, and prints rows/s of each and the ratio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+
+from evallab.harnesses.base import SampleOutcome, ScoreRow
+from evallab.store.embedded import EmbeddedPostgres
+from evallab.store.ingest import ingest_run, insert_campaign
+from evallab.store.migrate import migrate
+from evallab.store.records import CampaignRecord, RunRecord
+
+N_ROWS = 200_000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_record(campaign_id: uuid.UUID) -> RunRecord:
+    return RunRecord(
+        run_id=uuid.uuid4(),
+        campaign_id=campaign_id,
+        run_key="bench",
+        benchmark="bench",
+        model_name="m",
+        model_source="tiny",
+        model_id="m",
+        model_revision="r",
+        model_sha256="s",
+        quant="none",
+        runtime="transformers",
+        runtime_label="transformers",
+        runtime_version="x",
+        harness="lm_eval",
+        harness_version="x",
+        tasks=["t"],
+        seed=0,
+        generation_config={},
+        lab_version="x",
+        lab_commit="x",
+        env_fingerprint="x",
+        python_version="3.11",
+        hostname="h",
+        status="succeeded",
+        started_at=datetime.now(UTC),
+    )
+
+
+def outcomes(n: int) -> list[SampleOutcome]:
+    return [
+        SampleOutcome(f"task{i % 30}", i, f"{i:064x}", "acc", "none", float(i % 2))
+        for i in range(n)
+    ]
+
+
+async def main_async(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    await migrate(conn)
+    cid = uuid.uuid4()
+    await insert_campaign(
+        conn, CampaignRecord(cid, "bench", {}, "x", "x", "x", "x", datetime.now(UTC))
+    )
+    rows = outcomes(N_ROWS)
+    scores = [ScoreRow(f"task{i}", "acc", "none", 0.5, 0.01, N_ROWS // 30) for i in range(30)]
+
+    # Baseline: a naive executemany INSERT of the same rows, inside one transaction.
+    naive = run_record(cid)
+    await ingest_run(conn, naive)
+    t0 = time.perf_counter()
+    async with conn.transaction():
+        await conn.executemany(
+            "INSERT INTO sample_outcomes (run_id, task, doc_id, doc_hash, metric, filter, value) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            [
+                (naive.run_id, o.task, o.doc_id, o.doc_hash, o.metric, o.filter, o.value)
+                for o in rows
+            ],
+        )
+    naive_s = time.perf_counter() - t0
+
+    lab = run_record(cid)
+    t0 = time.perf_counter()
+    await ingest_run(conn, lab, scores, rows)
+    lab_s = time.perf_counter() - t0
+    stored = await conn.fetchval(
+        "SELECT count(*) FROM sample_outcomes WHERE run_id = $1", lab.run_id
+    )
+    await conn.close()
+    if stored != N_ROWS:
+        raise SystemExit(f"expected {N_ROWS} rows, found {stored}")
+    lab_rate, naive_rate = N_ROWS / lab_s, N_ROWS / naive_s
+    print(f"rows: {N_ROWS}")
+    print(f"naive executemany INSERT: {naive_s:.2f} s  ({naive_rate:,.0f} rows/s)")
+    print(f"lab ingest (COPY, 1 txn): {lab_s:.2f} s  ({lab_rate:,.0f} rows/s)")
+    print(f"RESULT ingest_rows_per_s {lab_rate:.0f} rows/s goal >= 100000")
+    print(f"RESULT ingest_ratio {lab_rate / naive_rate:.1f} x goal >= 10")
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="evallab-bench-") as tmp:
+        server = EmbeddedPostgres(Path(tmp), port=free_port())
+        dsn = server.start()
+        try:
+            asyncio.run(main_async(dsn))
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()

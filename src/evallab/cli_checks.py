@@ -1,0 +1,178 @@
+"""Commands for the reproducibility checks: ``pins check``, ``canary baseline``, ``regressions``.
+
+Mounted into the main ``evallab`` app (``regressions`` at top level, ``pins`` and ``canary`` as
+groups).
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from evallab.checks import Regression, list_regressions
+from evallab.store.db import connect, database, run_sync
+
+__all__ = ["app"]
+
+app = typer.Typer(help="Pins, canaries and regressions.", no_args_is_help=True)
+pins_app = typer.Typer(help="Resolve and verify a campaign's pins.", no_args_is_help=True)
+canary_app = typer.Typer(help="Canary determinism baselines.", no_args_is_help=True)
+app.add_typer(pins_app, name="pins")
+app.add_typer(canary_app, name="canary")
+
+console = Console(width=None if sys.stdout.isatty() else 160)
+
+_STATUS_STYLE = {
+    "ok": "green",
+    "info": "dim",
+    "unpinned": "yellow",
+    "refused": "bold red",
+    "mismatch": "bold red",
+}
+
+
+@pins_app.command("check")
+def pins_check(
+    campaign: Annotated[Path, typer.Argument(help="Campaign YAML file.")],
+) -> None:
+    """Print the campaign's resolved pins without running anything; exit 1 if any is refused."""
+    from evallab.pins import verify_pins
+    from evallab.spec import load_campaign
+
+    spec, base_dir = load_campaign(campaign)
+    with console.status("Resolving pins (models, datasets, runtimes, environment)"):
+        report = verify_pins(spec, base_dir, raise_on_refusal=False)
+    table = Table(title=f"Pins of campaign {spec.name}")
+    for col in ("kind", "name", "requested", "resolved", "status", "detail"):
+        table.add_column(col, overflow="fold")
+    for row in report.rows:
+        style = _STATUS_STYLE.get(row.status, "")
+        table.add_row(
+            row.kind,
+            escape(row.name),
+            escape(row.requested),
+            escape(row.resolved),
+            f"[{style}]{row.status}[/]",
+            escape(row.detail),
+        )
+    console.print(table)
+    if report.refused:
+        console.print(
+            f"[bold red]{len(report.refused)} pin(s) refused[/]: the campaign would stop "
+            "before running anything."
+        )
+        raise typer.Exit(code=1)
+    if report.unpinned:
+        console.print(
+            f"[yellow]{len(report.unpinned)} unpinned revision(s) accepted "
+            "(allow_unpinned: true); runs will be tagged unpinned.[/]"
+        )
+
+
+@canary_app.command("baseline")
+def canary_baseline(
+    reset: Annotated[
+        bool, typer.Option("--reset", help="Retire baselines so the next session records new ones.")
+    ] = False,
+    model: Annotated[str | None, typer.Option(help="Only this model name.")] = None,
+    runtime: Annotated[str | None, typer.Option(help="Only this runtime label.")] = None,
+) -> None:
+    """Show current canary baselines, or retire them with --reset after a deliberate change."""
+
+    async def _go(dsn: str) -> tuple[int, list[dict[str, object]]]:
+        from evallab.canary import reset_baselines
+
+        conn = await connect(dsn)
+        try:
+            retired = await reset_baselines(conn, model=model, runtime=runtime) if reset else 0
+            rows = await conn.fetch(
+                """
+                SELECT combo_key, canary_version, model_name, model_revision, quant,
+                       runtime_label, runtime_version, gpu_name, min(created_at) AS recorded,
+                       count(*) AS prompts
+                  FROM canaries
+                 WHERE is_baseline AND retired_at IS NULL
+                   AND ($1::text IS NULL OR model_name = $1)
+                   AND ($2::text IS NULL OR runtime_label = $2)
+                 GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
+                 ORDER BY model_name, runtime_label
+                """,
+                model,
+                runtime,
+            )
+        finally:
+            await conn.close()
+        return retired, [dict(r) for r in rows]
+
+    with database() as dsn:
+        retired, rows = run_sync(_go(dsn))
+    if reset:
+        console.print(
+            f"retired {retired} baseline row(s); the next session of each combination records "
+            "a new baseline"
+        )
+    table = Table(title="Current canary baselines")
+    for col in ("model", "revision", "quant", "runtime", "version", "GPU", "canary", "recorded"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(
+            str(r["model_name"]),
+            str(r["model_revision"]),
+            str(r["quant"]),
+            str(r["runtime_label"]),
+            str(r["runtime_version"]),
+            str(r["gpu_name"] or "-"),
+            str(r["canary_version"]),
+            str(r["recorded"]),
+        )
+    console.print(table if rows else "no current canary baselines")
+
+
+@app.command("regressions")
+def regressions(
+    days: Annotated[int, typer.Option(help="Only runs started in the last N days.")] = 30,
+    model: Annotated[str | None, typer.Option(help="Only this model name.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many rows.")] = 200,
+) -> None:
+    """List scores more than the configured sigma below their history (valid runs only)."""
+    since = datetime.now(UTC) - timedelta(days=days)
+
+    async def _go(dsn: str) -> list[Regression]:
+        conn = await connect(dsn)
+        try:
+            return await list_regressions(conn, since=since, model=model, limit=limit)
+        finally:
+            await conn.close()
+
+    with database() as dsn:
+        found = run_sync(_go(dsn))
+    if not found:
+        console.print(f"no regressions in the last {days} days")
+        return
+    table = Table(title=f"Regressions in the last {days} days")
+    for col in ("started", "model", "quant", "runtime", "benchmark", "task", "metric"):
+        table.add_column(col, overflow="fold")
+    for col in ("value", "history mean ± sd", "n", "z"):
+        table.add_column(col, justify="right")
+    for r in found:
+        table.add_row(
+            f"{r.started_at:%Y-%m-%d %H:%M}",
+            escape(r.model_name),
+            escape(r.quant),
+            escape(r.runtime_label),
+            escape(r.benchmark),
+            escape(r.task),
+            escape(f"{r.metric},{r.filter}"),
+            f"{r.value:.4f}",
+            f"{r.history_mean:.4f} ± {r.history_sd:.4f}",
+            str(r.history_n),
+            f"{r.z:+.1f}",
+        )
+    console.print(table)

@@ -1,0 +1,408 @@
+"""The ``code`` harness: HumanEval, HumanEval+, MBPP and MBPP+, executed in a real sandbox.
+
+Two resumable phases per task, with state under ``<out_dir>/code/``:
+
+1. **generate** — ``n`` samples per problem through the runtime's server (completions for base
+   models, chat completions + code-block extraction for instruct models) or in-process
+   transformers; appended to ``<task>.generations.jsonl`` as each problem completes, then written
+   as bigcode-harness's ``list[list[str]]`` (``<task>.generations_bigcode.json``) for
+   ``--load_generations_path`` cross-checks.
+2. **execute** — every program against its tests in :mod:`evallab.sandbox`; per-sample
+   ``passed|failed|timeout|error`` with the failing test, appended to ``<task>.executions.jsonl``.
+
+Scores: ``pass@k`` (unbiased estimator) for each k the benchmark asks for. Sample outcomes: one
+row per problem and k, valued by that problem's pass@k estimate (for pass@1, the fraction of its
+samples that passed). See ``docs/code-benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from evallab.errors import HarnessError, SpecError, UnknownTaskError
+from evallab.harnesses.base import HarnessRequest, HarnessResult, SampleOutcome, ScoreRow
+from evallab.harnesses.code.datasets import TASKS, CodeProblem, LoadedTask, load_task
+from evallab.harnesses.code.execution import ExecutionLog, SampleResult, execute_programs
+from evallab.harnesses.code.generation import (
+    GenerationLog,
+    GenerationRecord,
+    GenerationSettings,
+    Generator,
+    ServerGenerator,
+    TransformersGenerator,
+    run_generation,
+)
+from evallab.harnesses.code.passk import pass_at_k, pass_at_k_mean
+from evallab.sandbox import UNSAFE_ENV, Sandbox, SandboxConfig
+from evallab.spec import BenchmarkSpec
+
+__all__ = ["CodeHarness", "TaskOutcome", "evaluate_programs", "score_task"]
+
+# Bump when prompts or post-processing change: it is part of the generation log's key.
+PROMPT_VERSION = "bigcode-1"
+
+
+class TaskOutcome:
+    """Scores, outcomes and sample rows of one task (pure data, built by :func:`score_task`)."""
+
+    def __init__(
+        self, scores: list[ScoreRow], outcomes: list[SampleOutcome], rows: list[dict[str, Any]]
+    ) -> None:
+        self.scores = scores
+        self.outcomes = outcomes
+        self.rows = rows
+
+
+def score_task(
+    task: str,
+    problems: list[CodeProblem],
+    records: list[GenerationRecord],
+    results: list[list[SampleResult]],
+    ks: tuple[int, ...],
+) -> TaskOutcome:
+    """pass@k scores, per-problem outcomes and per-sample rows for one task."""
+    counts = [(len(r), sum(s.passed for s in r)) for r in results]
+    n_min = min((n for n, _ in counts), default=0)
+    scores, outcomes, rows = [], [], []
+    for k in ks:
+        if k > n_min:
+            continue  # pass@k is undefined with fewer than k samples (checked up front)
+        mean, stderr = pass_at_k_mean(counts, k)
+        scores.append(ScoreRow(task, f"pass@{k}", "none", mean, stderr, len(problems), True))
+        for problem, (n, c) in zip(problems, counts, strict=True):
+            outcomes.append(
+                SampleOutcome(
+                    task, problem.doc_id, problem.doc_hash, f"pass@{k}", "none", pass_at_k(n, c, k)
+                )
+            )
+    for problem, rec, res in zip(problems, records, results, strict=True):
+        for i, r in enumerate(res):
+            rows.append(
+                {
+                    "task": task,
+                    "doc_id": problem.doc_id,
+                    "task_id": problem.task_id,
+                    "doc_hash": problem.doc_hash,
+                    "sample": i,
+                    "prompt": problem.prompt,
+                    "generation": rec.raw[i],
+                    "program": rec.programs[i],
+                    "status": r.status,
+                    "passed": r.passed,
+                    "failing_test": r.failing_test,
+                    "error": r.error,
+                    "output": r.output,
+                    "duration_s": r.duration_s,
+                    "isolation": r.isolation,
+                }
+            )
+    return TaskOutcome(scores, outcomes, rows)
+
+
+_SCHEMA = pa.schema(
+    [
+        ("task", pa.string()),
+        ("doc_id", pa.int64()),
+        ("task_id", pa.string()),
+        ("doc_hash", pa.string()),
+        ("sample", pa.int32()),
+        ("prompt", pa.string()),
+        ("generation", pa.string()),
+        ("program", pa.string()),
+        ("status", pa.string()),
+        ("passed", pa.bool_()),
+        ("failing_test", pa.string()),
+        ("error", pa.string()),
+        ("output", pa.string()),
+        ("duration_s", pa.float64()),
+        ("isolation", pa.string()),
+    ]
+)
+
+
+def evaluate_programs(
+    problems: list[CodeProblem],
+    programs: list[list[str]],
+    sandbox: Sandbox,
+    state_file: Path,
+) -> list[list[SampleResult]]:
+    """The execute phase alone: run ``programs`` (per problem, per sample) against the tests.
+
+    Args:
+        problems: The problems.
+        programs: Complete programs per problem (e.g. loaded bigcode generations).
+        sandbox: Where code runs.
+        state_file: The resumable execution log.
+    """
+    return execute_programs(problems, programs, sandbox, ExecutionLog(state_file))
+
+
+def _write_json_atomic(path: Path, obj: object) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class CodeHarness:
+    """HumanEval-family benchmarks, bigcode-harness compatible, executed in bubblewrap."""
+
+    name = "code"
+
+    def __init__(self, sandbox_config: SandboxConfig | None = None) -> None:
+        self.sandbox_config = sandbox_config
+
+    def version(self) -> tuple[str, str]:
+        """(evallab version + prompt version, "")."""
+        try:
+            lab = metadata.version("evallab")
+        except metadata.PackageNotFoundError:
+            lab = "0+unknown"
+        return f"{lab}+{PROMPT_VERSION}", ""
+
+    def check(self, benchmark: BenchmarkSpec, tasks_dir: Path, base_dir: Path) -> None:
+        """Refuse unknown tasks, missing data files, unpinned hub data and k > n."""
+        for task in benchmark.tasks:
+            if task not in TASKS:
+                raise UnknownTaskError(
+                    f"benchmark {benchmark.name!r} names an unknown code task",
+                    value=task,
+                    fix=f"use one of {', '.join(sorted(TASKS))}",
+                )
+            file = self._file(benchmark, task, base_dir)
+            if file is not None and not file.is_file():
+                raise SpecError(
+                    f"data file for code task {task!r} not found",
+                    value=file,
+                    fix="check dataset_files (relative paths resolve against the repository root)",
+                )
+            if file is None:
+                rev = benchmark.dataset_revisions.get(task, "")
+                if len(rev) != 40 or any(ch not in "0123456789abcdef" for ch in rev):
+                    raise SpecError(
+                        f"code task {task!r} loads from the hub without a pinned revision",
+                        value=rev or None,
+                        fix=f"set dataset_revisions: {{{task}: <40-hex commit of "
+                        f"{TASKS[task].hub_repo}>}}, or a local file in dataset_files",
+                    )
+        n = benchmark.generation.n
+        bad = [k for k in benchmark.pass_k if k > n]
+        if bad:
+            raise SpecError(
+                f"benchmark {benchmark.name!r} asks for pass@{bad[0]} with n={n} samples",
+                value=list(benchmark.pass_k),
+                fix=f"set generation.n >= {max(bad)} or drop those k values",
+            )
+
+    def needs_loglikelihood(self, benchmark: BenchmarkSpec, tasks_dir: Path) -> bool:
+        """Code benchmarks only generate."""
+        return False
+
+    @staticmethod
+    def _file(benchmark: BenchmarkSpec, task: str, base_dir: Path) -> Path | None:
+        file = benchmark.dataset_files.get(task)
+        if file is None:
+            return None
+        return file if file.is_absolute() else (base_dir / file)
+
+    def run(self, request: HarnessRequest) -> HarnessResult:
+        """Generate, execute and score every task of the benchmark."""
+        bench = request.benchmark
+        self.check(bench, request.tasks_dir, request.base_dir)
+        gen = bench.generation
+        settings = GenerationSettings(
+            n=gen.n,
+            temperature=gen.temperature,
+            top_p=gen.top_p,
+            max_new_tokens=gen.max_gen_toks,
+            seed=request.seed,
+            chat=request.model.chat,
+        )
+        config = self.sandbox_config or SandboxConfig(
+            allow_unsafe=os.environ.get(UNSAFE_ENV) == "1"
+        )
+        sandbox = Sandbox(config)
+        state = request.out_dir / "code"
+        state.mkdir(parents=True, exist_ok=True)
+        scores: list[ScoreRow] = []
+        outcomes: list[SampleOutcome] = []
+        rows: list[dict[str, Any]] = []
+        revisions: dict[str, str] = {}
+        hashes: dict[str, str] = {}
+        per_task: dict[str, Any] = {}
+        shared: dict[str, Any] = {}
+        n_docs = 0
+        for task in bench.tasks:
+            loaded = load_task(
+                task,
+                file=self._file(bench, task, request.base_dir),
+                revision=bench.dataset_revisions.get(task),
+                limit=bench.limit,
+            )
+            records = self._generate(request, loaded, settings, state, shared)
+            programs = [r.programs for r in records]
+            bigcode_path = state / f"{task}.generations_bigcode.json"
+            _write_json_atomic(bigcode_path, programs)
+            results = execute_programs(
+                loaded.problems,
+                programs,
+                sandbox,
+                ExecutionLog(state / f"{task}.executions.jsonl"),
+                progress=self._progress(request, f"{task}: execute"),
+            )
+            out = score_task(task, loaded.problems, records, results, bench.pass_k)
+            scores += out.scores
+            outcomes += out.outcomes
+            rows += out.rows
+            revisions[task] = loaded.revision
+            hashes[task] = hashlib.sha256(
+                "".join(p.doc_hash for p in loaded.problems).encode()
+            ).hexdigest()
+            statuses: dict[str, int] = {}
+            for r in out.rows:
+                statuses[r["status"]] = statuses.get(r["status"], 0) + 1
+            per_task[task] = {
+                "scores": {s.metric: s.value for s in out.scores},
+                "n_problems": len(loaded.problems),
+                "n_samples": len(out.rows),
+                "statuses": statuses,
+                "revision": loaded.revision,
+                "source": loaded.source,
+                "hub_repo": loaded.task.hub_repo,
+                "timeout_s": loaded.task.timeout_s,
+                "stop": list(loaded.task.stop),
+                "generations": str(state / f"{task}.generations.jsonl"),
+                "bigcode_generations": str(bigcode_path),
+            }
+            n_docs += len(loaded.problems)
+        for gen_obj in shared.values():
+            close = getattr(gen_obj, "close", None)
+            if callable(close):
+                close()
+        table = pa.Table.from_pylist(rows, schema=_SCHEMA)
+        return HarnessResult(
+            scores=scores,
+            outcomes=outcomes,
+            samples=table,
+            results_json={
+                "harness": "code",
+                "prompt_version": PROMPT_VERSION,
+                "tasks": per_task,
+                "generation": asdict(settings),
+                "pass_k": list(bench.pass_k),
+                "sandbox": sandbox.describe(),
+            },
+            n_samples=n_docs,
+            dataset_revisions=revisions,
+            task_hashes=hashes,
+            extra={"isolation": sandbox.isolation, "sandbox": sandbox.describe()},
+        )
+
+    # ------------------------------------------------------------------------------ generate
+
+    @staticmethod
+    def _progress(request: HarnessRequest, note: str) -> Any:
+        cb = request.progress
+        if cb is None:
+            return None
+        return lambda done, total: cb(done, total, note)
+
+    def _generate(
+        self,
+        request: HarnessRequest,
+        loaded: LoadedTask,
+        settings: GenerationSettings,
+        state: Path,
+        shared: dict[str, Any],
+    ) -> list[GenerationRecord]:
+        task = loaded.task.name
+        key_src = {
+            "task": task,
+            "revision": loaded.revision,
+            "doc_hashes": [p.doc_hash for p in loaded.problems],
+            "settings": asdict(settings),
+            "model": request.model.sha256,
+            "runtime": request.session.info.kind,
+            "prompt_version": PROMPT_VERSION,
+        }
+        # The doc hashes make a log with --limit 5 incompatible with one with --limit 10; key on
+        # settings only and let the log hold any subset of problems.
+        key_src.pop("doc_hashes")
+        key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()
+        log = GenerationLog(state / f"{task}.generations.jsonl", key)
+        for p in loaded.problems:
+            rec = log.records.get(p.doc_id)
+            if rec is not None and rec.doc_hash != p.doc_hash:
+                raise HarnessError(
+                    f"generation log holds problem {p.task_id} with different content",
+                    value=log.path,
+                    fix="the dataset changed under the same revision label; delete the log",
+                )
+        if all(p.doc_id in log.records for p in loaded.problems):
+            return [log.records[p.doc_id] for p in loaded.problems]
+        generator = self._generator(request, settings, task, shared)
+        return run_generation(
+            loaded.problems,
+            generator,
+            log,
+            settings,
+            loaded.task.stop,
+            progress=self._progress(request, f"{task}: generate"),
+        )
+
+    def _generator(
+        self, request: HarnessRequest, settings: GenerationSettings, task: str,
+        shared: dict[str, Any],
+    ) -> Generator:  # fmt: skip
+        info = request.session.info
+        if info.base_url:
+            served = str(info.extra.get("served_model") or request.model.name)
+            api_key = None
+            spec = getattr(request.session, "spec", None)
+            key_env = getattr(spec, "api_key_env", None)
+            if key_env:
+                api_key = os.environ.get(str(key_env))
+            concurrency = int(getattr(spec, "concurrency", 8) or 8)
+            gen = ServerGenerator(
+                info.base_url, served, settings, task, concurrency=concurrency, api_key=api_key
+            )
+            shared[f"server:{task}"] = gen
+            return gen
+        loaded = shared.get("transformers")
+        if loaded is None:
+            loaded = self._load_transformers(request)
+            shared["transformers"] = loaded
+        model, tok, max_length = loaded
+        return TransformersGenerator(model, tok, settings, task, max_length=max_length)
+
+    @staticmethod
+    def _load_transformers(request: HarnessRequest) -> tuple[Any, Any, int]:
+        # Reuse the model the in-process runtime already loaded for lm-eval, if it exposes one.
+        session = request.session
+        lm_model = None
+        lm_eval_model = getattr(session, "lm_eval_model", None)
+        args: dict[str, Any] = {}
+        if callable(lm_eval_model):
+            lm_model = lm_eval_model(request.benchmark)
+            args = dict(getattr(lm_model, "model_args", {}) or {})
+        instance = getattr(lm_model, "instance", None)
+        max_length = int(args.get("max_length") or 2048)
+        model = getattr(instance, "model", None)
+        tok = getattr(instance, "tokenizer", None)
+        if model is not None and tok is not None:
+            return model, tok, max_length
+        standalone = TransformersGenerator.from_path(
+            request.model.path,
+            GenerationSettings(1, 0.0, 1.0, 1, 0, False),
+            "",
+            device=str(args.get("device") or "cpu"),
+            dtype=str(args.get("dtype") or "float32"),
+        )
+        return standalone.model, standalone.tokenizer, max_length
