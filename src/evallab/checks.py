@@ -307,8 +307,8 @@ WITH me AS (
 )
 INSERT INTO score_checks (run_id, task, metric, filter, value, history_n, history_mean,
                           history_sd, z, sigma, min_history, is_regression)
-SELECT run_id, task, metric, filter, value, n, mean, sd, z, $2, $3,
-       coalesce(n >= $3 AND z < -$2, false)
+SELECT run_id, task, metric, filter, value, n, mean, sd, z, $2::float8, $3::int,
+       coalesce(n >= $3::int AND z < -($2::float8), false)
   FROM scored
 ON CONFLICT (run_id, task, metric, filter) DO UPDATE
    SET value = EXCLUDED.value, history_n = EXCLUDED.history_n,

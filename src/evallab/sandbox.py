@@ -73,7 +73,7 @@ _MIB = 1 << 20
 # limits, program, tests) from stdin, applies the rlimits, runs the program then the tests in a
 # fresh module, and reports on fd FD. Kept free of f-strings and third-party imports.
 _PRELUDE = r"""
-import json, os, resource, sys, traceback, types
+import json, os, resource, sys, types
 def _lab_run(fd):
     p = json.loads(sys.stdin.buffer.read())
     sys.stdin.close()
@@ -95,6 +95,7 @@ def _lab_run(fd):
         phase = "tests"
         exec(tests, mod.__dict__)
     except BaseException as exc:
+        import traceback  # only on failure: it costs milliseconds at startup
         where, line = None, None
         for frame, lineno in traceback.walk_tb(exc.__traceback__):
             fname = frame.f_code.co_filename

@@ -145,11 +145,18 @@ class Browser:
                 loaded = True
             elif method == "Runtime.exceptionThrown":
                 page.errors.append("exception: " + json.dumps(params.get("exceptionDetails"))[:500])
-            elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "warning"):
-                page.errors.append(f"console.{params['type']}: " + json.dumps(params.get("args"))[:500])
+            elif method == "Runtime.consoleAPICalled" and params.get("type") in (
+                "error",
+                "warning",
+            ):
+                page.errors.append(
+                    f"console.{params['type']}: " + json.dumps(params.get("args"))[:500]
+                )
             elif method == "Log.entryAdded" and params["entry"]["level"] in ("error", "warning"):
                 entry = params["entry"]
-                page.errors.append(f"log.{entry['level']}: {entry.get('text')} {entry.get('url', '')}")
+                page.errors.append(
+                    f"log.{entry['level']}: {entry.get('text')} {entry.get('url', '')}"
+                )
             elif method == "Network.requestWillBeSent":
                 page.requests.append(params["request"]["url"])
             elif method == "Network.loadingFailed":
@@ -166,8 +173,12 @@ class Browser:
         height = int(await self.evaluate("document.documentElement.scrollHeight"))
         await self.send(
             "Emulation.setDeviceMetricsOverride",
-            {"width": width, "height": min(max(height, 400), 6000), "deviceScaleFactor": 1,
-             "mobile": False},
+            {
+                "width": width,
+                "height": min(max(height, 400), 6000),
+                "deviceScaleFactor": 1,
+                "mobile": False,
+            },
         )
         shot = await self.send("Page.captureScreenshot", {"format": "png"})
         path.parent.mkdir(parents=True, exist_ok=True)
