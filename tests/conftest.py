@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,13 +41,27 @@ def lab_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             os.environ[k] = v
 
 
+@pytest.fixture
+def pg_home() -> Iterator[Path]:
+    """A folder for an embedded server's data.
+
+    Outside pytest's own temp root: concurrent pytest sessions reset that root to mode 0700,
+    which would lock out the unprivileged server user.
+    """
+    home = Path(tempfile.mkdtemp(prefix="evallab-pg-"))
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+def pg_server() -> Iterator[EmbeddedPostgres]:
     """A real PostgreSQL server (the embedded one) for the test session."""
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg"), port=free_port())
+    home = Path(tempfile.mkdtemp(prefix="evallab-pg-"))
+    server = EmbeddedPostgres(home, port=free_port())
     server.start()
     yield server
     server.stop()
+    shutil.rmtree(home, ignore_errors=True)
 
 
 def _dsn_for(server: EmbeddedPostgres, db: str) -> str:

@@ -66,7 +66,8 @@ async def seed_campaign(conn: asyncpg.Connection) -> uuid.UUID:
     return cid
 
 
-def test_embedded_server_runs_unprivileged_and_refuses_taken_port(tmp_path: Path) -> None:
+def test_embedded_server_runs_unprivileged_and_refuses_taken_port(pg_home: Path) -> None:
+    tmp_path = pg_home
     port = free_port()
     server = EmbeddedPostgres(tmp_path / "home", port=port)
     dsn = server.start()
@@ -131,7 +132,7 @@ def test_migrations_from_empty_and_edited_migration_refused(fresh_dsn: str, tmp_
                 "campaigns",
                 "runs",
                 "scores",
-                "sample_outcomes",
+                "sample_outcome_sets",
                 "canaries",
                 "telemetry",
             } <= tables
@@ -167,6 +168,12 @@ def test_ingest_twice_creates_no_duplicates(migrated_dsn: str) -> None:
             assert await conn.fetchval("SELECT count(*) FROM scores") == 1
             assert await conn.fetchval("SELECT count(*) FROM sample_outcomes") == 4
             assert await conn.fetchval("SELECT sum(value) FROM sample_outcomes") == 2.0
+            assert await conn.fetchval("SELECT count(*) FROM sample_outcome_sets") == 1
+            odd = [SampleOutcome("t", 9, 'we"ird,{hash} \\', "acc", "none", float("nan"))]
+            await ingest_run(conn, rec, scores, odd)
+            [row] = await conn.fetch("SELECT doc_id, doc_hash, value FROM sample_outcomes")
+            assert row["doc_id"] == 9 and row["doc_hash"] == 'we"ird,{hash} \\'
+            assert row["value"] != row["value"]  # NaN survives the round trip
         finally:
             await conn.close()
 
@@ -183,13 +190,14 @@ def test_failed_ingest_leaves_no_partial_rows(migrated_dsn: str) -> None:
             cid = await seed_campaign(conn)
             rec = make_run(cid)
             pid = conn.get_server_pid()
-            # Bad rows after good ones: the run row and scores go in first, then COPY fails.
-            bad = [
-                SampleOutcome("t", 1, "h", "acc", "none", 1.0),
-                SampleOutcome("t", 1, "h", "acc", "none", 1.0),
+            # The run row goes in first, then a duplicate score key makes COPY fail.
+            dup = [
+                ScoreRow("t", "acc", "none", 1.0, 0.0, 1),
+                ScoreRow("t", "acc", "none", 0.0, 0.0, 1),
             ]
+            outcomes = [SampleOutcome("t", 1, "h", "acc", "none", 1.0)]
             with pytest.raises(DatabaseError) as exc:
-                await ingest_run(conn, rec, [ScoreRow("t", "acc", "none", 1.0, 0.0, 1)], bad)
+                await ingest_run(conn, rec, dup, outcomes)
             assert str(rec.run_id) in exc.value.message
             assert (
                 await admin.fetchval("SELECT count(*) FROM runs WHERE run_id=$1", rec.run_id) == 0

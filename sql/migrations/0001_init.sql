@@ -91,16 +91,27 @@ CREATE TABLE scores (
 );
 CREATE INDEX scores_task_metric_idx ON scores (task, metric);
 
-CREATE TABLE sample_outcomes (
+-- Per-document outcomes, stored compactly: one row per (run, task, metric, filter) holding
+-- parallel arrays (document ids, document hashes, values). A 100,000-document run is a handful of
+-- rows, which makes ingest and paired comparisons an order of magnitude faster than one row per
+-- document. The sample_outcomes view below gives the familiar one-row-per-document shape.
+CREATE TABLE sample_outcome_sets (
     run_id      uuid NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
     task        text NOT NULL,
-    doc_id      integer NOT NULL,
-    doc_hash    text NOT NULL,
     metric      text NOT NULL,
     filter      text NOT NULL,
-    value       double precision NOT NULL,
-    PRIMARY KEY (run_id, task, metric, filter, doc_id)
+    doc_ids     integer[] NOT NULL,
+    doc_hashes  text[] NOT NULL,
+    "values"    double precision[] NOT NULL,
+    PRIMARY KEY (run_id, task, metric, filter),
+    CHECK (cardinality(doc_ids) = cardinality(doc_hashes)
+           AND cardinality(doc_ids) = cardinality("values"))
 );
+
+CREATE VIEW sample_outcomes AS
+SELECT s.run_id, s.task, u.doc_id, u.doc_hash, s.metric, s.filter, u.value
+FROM sample_outcome_sets s,
+     LATERAL unnest(s.doc_ids, s.doc_hashes, s."values") AS u (doc_id, doc_hash, value);
 
 CREATE TABLE canaries (
     run_id          uuid REFERENCES runs (run_id) ON DELETE CASCADE,

@@ -1,4 +1,6 @@
--- GPU telemetry samples labelled with the run they belong to.
+-- GPU telemetry samples labelled with the run they belong to. A LEFT JOIN on the runs primary
+-- key lets PostgreSQL drop the join when a query reads only telemetry columns (time-range
+-- panels over many samples).
 CREATE OR REPLACE VIEW v_gpu_telemetry AS
 SELECT t.ts AS time,
        t.run_id,
@@ -18,4 +20,4 @@ SELECT t.ts AS time,
        t.throttle_reasons,
        t.other_processes
   FROM telemetry t
-  JOIN runs r ON r.run_id = t.run_id;
+  LEFT JOIN runs r ON r.run_id = t.run_id;

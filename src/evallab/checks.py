@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from evallab.spec import ChecksSpec
 from evallab.telemetry import SLOWDOWN_REASONS, TelemetryRow
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "NON_REPRODUCIBLE_TAG",
+    "CampaignGuard",
     "Regression",
     "ReproViolation",
     "find_regressions",
@@ -37,6 +38,21 @@ __all__ = [
 ]
 
 NON_REPRODUCIBLE_TAG = "non_reproducible"
+_UNSET: Any = object()
+
+
+class ChecksSpecHolder(Protocol):
+    """What :class:`CampaignGuard` reads from a campaign spec."""
+
+    @property
+    def checks(self) -> ChecksSpec: ...
+
+    @property
+    def seed(self) -> int: ...
+
+    @property
+    def benchmarks(self) -> Any: ...
+
 
 # ------------------------------------------------------------------------------ validity rules
 
@@ -388,3 +404,166 @@ async def list_regressions(
         _LIST_SQL, list(run_ids) if run_ids is not None else None, since, model, limit
     )
     return [_regression(r) for r in rows]
+
+
+# ------------------------------------------------------------------------ runner integration
+
+
+class _SampledHarness:
+    """Wraps a harness so every ``run`` call (retries included) is sampled by NVML."""
+
+    def __init__(self, inner: Any, guard: CampaignGuard) -> None:
+        self._inner = inner
+        self._guard = guard
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def run(self, request: Any) -> Any:
+        with self._guard.sampler() as rows:
+            try:
+                return self._inner.run(request)
+            finally:
+                self._guard.rows.extend(rows)
+
+
+class CampaignGuard:
+    """The checks a campaign runs around its runtime sessions and benchmarks.
+
+    The runner calls, in order: :meth:`start_session` after a runtime starts (canary + version
+    snapshot), :meth:`before_benchmark` (versions re-checked), :meth:`wrap` on the harness
+    (telemetry), :meth:`judge` before ingest (validity + tags), :meth:`after_ingest` (repro
+    window and regressions; notes for the end-of-run summary).
+
+    Args:
+        spec: The campaign.
+        dsn: Results database.
+        campaign_id: The campaign's id (canary rows belong to it).
+        gpu_name: GPU name recorded with canary baselines.
+        nvml: NVML backend; the real one (or None on CPU machines) when not given.
+    """
+
+    def __init__(
+        self,
+        spec: ChecksSpecHolder,
+        dsn: str,
+        campaign_id: uuid.UUID,
+        *,
+        gpu_name: str = "",
+        nvml: Any = _UNSET,
+    ) -> None:
+        from evallab.pins import snapshot_versions
+        from evallab.telemetry import open_nvml
+
+        self.spec = spec
+        self.checks: ChecksSpec = spec.checks
+        self.dsn = dsn
+        self.campaign_id = campaign_id
+        self.gpu_name = gpu_name
+        self.nvml = open_nvml() if nvml is _UNSET else nvml
+        self.harness_names = sorted({b.harness for b in spec.benchmarks})
+        self.baseline = snapshot_versions(self.harness_names, gpu=self._gpu_source())
+        self.session_snapshot = self.baseline
+        self.session_tags: list[str] = []
+        self.rows: list[TelemetryRow] = []
+        self.notes: list[str] = []
+
+    def _gpu_source(self) -> Any:
+        # Without NVML there is no GPU identity to compare: an empty one on both sides.
+        from evallab.environment import GpuIdentity
+
+        class _NoGpu:
+            def gpu_identity(self, index: int = 0) -> GpuIdentity:
+                return GpuIdentity()
+
+        return self.nvml if self.nvml is not None else _NoGpu()
+
+    def start_session(self, session: Any, model: Any) -> None:
+        """Canary the new session and snapshot the runtime version it reports."""
+        from evallab.canary import run_canary
+        from evallab.pins import VersionSnapshot, running_runtime, recheck_versions
+
+        recheck_versions(self.baseline, session=None, gpu=self._gpu_source())
+        self.session_snapshot = VersionSnapshot(
+            self.baseline.gpu, self.baseline.harnesses, running_runtime(session)
+        )
+        result = run_canary(
+            session,
+            model,
+            dsn=self.dsn,
+            campaign_id=self.campaign_id,
+            policy=self.checks.canary,
+            seed=self.spec.seed,
+            gpu_name=self.gpu_name,
+        )
+        self.session_tags = result.tags if result is not None else []
+        if result is not None and result.status == "drift":
+            self.notes.append(
+                f"canary drift tolerated (checks.canary: warn) for {model.name} on "
+                f"{session.info.label}: {'; '.join(result.details)}"
+            )
+
+    def before_benchmark(self, session: Any) -> None:
+        """Stop the campaign if the driver, CUDA, harness or runtime version changed."""
+        from evallab.pins import recheck_versions
+
+        recheck_versions(self.session_snapshot, session=session, gpu=self._gpu_source())
+        self.rows = []
+
+    def sampler(self) -> Any:
+        """A telemetry sampler for the current run."""
+        from evallab.telemetry import TelemetrySampler
+
+        return TelemetrySampler(self.nvml, interval_s=self.checks.telemetry_interval_s)
+
+    def wrap(self, harness: Any) -> Any:
+        """The harness, sampled by NVML while it runs."""
+        return _SampledHarness(harness, self)
+
+    def judge(self) -> tuple[str | None, list[str]]:
+        """(invalid reason or None, tags) for the run just finished."""
+        return judge_run_validity(self.rows, self.checks), list(self.session_tags)
+
+    def telemetry_records(self) -> list[tuple[Any, ...]]:
+        """The run's telemetry rows in ``telemetry`` column order (after ``run_id``)."""
+        return [
+            (
+                r.ts,
+                r.gpu_index,
+                r.temperature_c,
+                r.power_w,
+                r.sm_clock_mhz,
+                r.mem_clock_mhz,
+                r.memory_used_mb,
+                r.utilization_pct,
+                list(r.throttle_reasons),
+                r.other_processes,
+            )
+            for r in self.rows
+        ]
+
+    def after_ingest(self, run_id: uuid.UUID, status: str) -> list[str]:
+        """Repro window and regression checks for a stored run; returns note lines."""
+        if status != "succeeded":
+            return []
+        from evallab.store.db import connect, run_sync
+
+        async def _go() -> list[str]:
+            conn = await connect(self.dsn)
+            try:
+                repro = await find_repro_violations(conn, run_id, self.checks.repro_tolerance)
+                regs = await find_regressions(conn, run_id, self.checks)
+            finally:
+                await conn.close()
+            lines = [f"non-reproducible: {v.describe()}" for v in repro]
+            lines += [f"regression: {r.describe()}" for r in regs]
+            return lines
+
+        lines = run_sync(_go())
+        self.notes.extend(lines)
+        return lines
+
+    def close(self) -> None:
+        """Release NVML."""
+        if self.nvml is not None:
+            self.nvml.close()

@@ -370,6 +370,33 @@ def _mismatch(a: _Outcomes, b: _Outcomes) -> str | None:
     return None
 
 
+@dataclass
+class _Pair:
+    """Two runs' outcomes on one (task, metric, filter), aligned by document."""
+
+    doc_ids: npt.NDArray[np.int64]
+    values_a: npt.NDArray[np.float64]
+    values_b: npt.NDArray[np.float64]
+    mismatch: str | None
+
+
+async def _load_pair(
+    conn: asyncpg.Connection, run_a: UUID, run_b: UUID
+) -> tuple[dict[_Key, _Pair], list[_Key], list[_Key]]:
+    """Align two runs' outcomes by document and say why a shared key isn't comparable.
+
+    Returns:
+        (aligned pairs of the shared keys, keys only in A, keys only in B).
+    """
+    outcomes = await _load_outcomes(conn, [run_a, run_b])
+    oa, ob = outcomes[run_a], outcomes[run_b]
+    pairs = {
+        k: _Pair(oa[k].doc_ids, oa[k].values, ob[k].values, _mismatch(oa[k], ob[k]))
+        for k in sorted(set(oa) & set(ob))
+    }
+    return pairs, sorted(set(oa) - set(ob)), sorted(set(ob) - set(oa))
+
+
 async def _higher_is_better(conn: asyncpg.Connection, run_ids: Sequence[UUID]) -> dict[_Key, bool]:
     rows = await conn.fetch(
         "SELECT task, metric, filter, bool_and(higher_is_better) AS hib FROM scores "
@@ -597,24 +624,21 @@ async def compare_runs(
         raise ComparisonError(
             "both selectors name the same run", value=a.label, fix="pick two different runs"
         )
-    outcomes = await _load_outcomes(conn, [a.run_id, b.run_id])
-    oa, ob = outcomes[a.run_id], outcomes[b.run_id]
-    shared = sorted(set(oa) & set(ob))
-    only_a = tuple(_key_str(k) for k in sorted(set(oa) - set(ob)))
-    only_b = tuple(_key_str(k) for k in sorted(set(ob) - set(oa)))
+    pairs, keys_a, keys_b = await _load_pair(conn, a.run_id, b.run_id)
+    shared = sorted(pairs)
+    only_a = tuple(_key_str(k) for k in keys_a)
+    only_b = tuple(_key_str(k) for k in keys_b)
     if not shared:
         raise ComparisonError(
             "the two runs share no scored task/metric"
-            + ("" if oa or ob else " (neither run has per-document outcomes)"),
+            + ("" if keys_a or keys_b else " (neither run has per-document outcomes)"),
             value=f"A {a.label}: {', '.join(only_a) or 'none'}; "
             f"B {b.label}: {', '.join(only_b) or 'none'}",
             fix="compare runs of the same benchmark (e.g. add benchmark=NAME to both selectors)",
         )
-    refused = []
-    for k in shared:
-        why = _mismatch(oa[k], ob[k])
-        if why:
-            refused.append(Refusal(k[0], k[1], k[2], why))
+    refused = [
+        Refusal(k[0], k[1], k[2], why) for k in shared if (why := pairs[k].mismatch) is not None
+    ]
     if refused and (not allow_partial or len(refused) == len(shared)):
         detail = "; ".join(f"{_key_str((r.task, r.metric, r.filter))}: {r.reason}" for r in refused)
         raise ComparisonError(
@@ -636,7 +660,7 @@ async def compare_runs(
     for k in shared:
         if k in refused_keys:
             continue
-        xa, xb = oa[k].values, ob[k].values
+        xa, xb = pairs[k].values_a, pairs[k].values_b
         res = paired_compare(xa, xb, resamples=resamples, confidence=confidence, seed=seed)
         flips: list[FlippedDoc] = []
         n_flipped = 0
@@ -644,7 +668,7 @@ async def compare_runs(
             flipped = np.flatnonzero(xa != xb)
             n_flipped = int(flipped.size)
             chosen = flipped[:max_flips] if max_flips >= 0 else flipped
-            ids = [int(oa[k].doc_ids[i]) for i in chosen]
+            ids = [int(pairs[k].doc_ids[i]) for i in chosen]
             texts: dict[str, dict[int, _RawText]] = {}
             for side, ref in (("a", a), ("b", b)):
                 cache_key = (ref.raw_path, k[0], k[2])

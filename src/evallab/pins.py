@@ -40,6 +40,7 @@ __all__ = [
     "hub_resolver",
     "installed_runtime_version",
     "recheck_versions",
+    "running_runtime",
     "snapshot_versions",
     "verify_pins",
 ]
@@ -481,7 +482,7 @@ class VersionSnapshot:
         return out
 
 
-def _running_runtime(session: RuntimeSession) -> tuple[str, str]:
+def running_runtime(session: RuntimeSession) -> tuple[str, str]:
     """The version a live runtime reports now (servers are asked again, not remembered)."""
     info = session.info
     if info.base_url:
@@ -524,7 +525,7 @@ def snapshot_versions(
     return VersionSnapshot(
         gpu=ident,
         harnesses=_harness_versions(harness_names),
-        runtime=_running_runtime(session) if session is not None else None,
+        runtime=running_runtime(session) if session is not None else None,
     )
 
 

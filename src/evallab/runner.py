@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from evallab import __version__
+from evallab.checks import CampaignGuard
 from evallab.environment import EnvironmentInfo, collect_environment
 from evallab.errors import (
     CampaignInterrupted,
@@ -42,6 +43,7 @@ from evallab.harnesses.base import HarnessRequest, HarnessResult, SampleOutcome,
 from evallab.harnesses.custom_tasks import tasks_commit, tasks_sha256
 from evallab.models import ModelArtifact, resolve_model, sha256_file
 from evallab.paths import runs_dir
+from evallab.pins import PinReport, verify_pins
 from evallab.runtimes import get_runtime
 from evallab.runtimes.base import RuntimeSession
 from evallab.spec import BenchmarkSpec, CampaignSpec, RuntimeSpec, spec_sha256
@@ -56,10 +58,16 @@ __all__ = [
     "PreparedCampaign",
     "Reporter",
     "RunOutcome",
+    "begin_campaign",
+    "end_campaign",
     "execute_benchmark",
     "ingest_run_dir",
     "prepare_campaign",
+    "record_failed_run",
     "run_key",
+    "skipped_outcome",
+    "start_session",
+    "succeeded_run_keys",
 ]
 
 
@@ -127,6 +135,7 @@ class PreparedCampaign:
     environment: EnvironmentInfo
     tasks_sha256: str
     tasks_commit: str
+    pins: PinReport | None = None
 
     def groups(self) -> list[tuple[ModelArtifact, RuntimeSpec]]:
         """(model, runtime) groups in campaign order; each group shares one runtime session."""
@@ -166,8 +175,18 @@ def run_key(
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def prepare_campaign(spec: CampaignSpec, base_dir: Path, spec_path: Path) -> PreparedCampaign:
+def prepare_campaign(
+    spec: CampaignSpec,
+    base_dir: Path,
+    spec_path: Path,
+    *,
+    pins: PinReport | None = None,
+    models: dict[str, ModelArtifact] | None = None,
+) -> PreparedCampaign:
     """Validate benchmarks, resolve models and check runtimes before anything heavy runs.
+
+    An orchestrator that verified the pins and fetched the models as steps of its own passes
+    their results as ``pins`` and ``models`` (keyed by model name) so they aren't redone.
 
     Raises:
         LabError: the first problem found (unknown task, missing model, bad runtime combo...).
@@ -175,9 +194,15 @@ def prepare_campaign(spec: CampaignSpec, base_dir: Path, spec_path: Path) -> Pre
     tasks_dir = spec.tasks_dir if spec.tasks_dir.is_absolute() else base_dir / spec.tasks_dir
     for bench in spec.benchmarks:
         get_harness(bench.harness).check(bench, tasks_dir, base_dir)
-    models = {
-        m.name: resolve_model(m, base_dir, allow_unpinned=spec.allow_unpinned) for m in spec.models
-    }
+    # Pins first: a refused revision or a runtime version mismatch stops before any download.
+    environment = pins.environment if pins is not None else collect_environment()
+    if pins is None:
+        pins = verify_pins(spec, base_dir, environment=environment)
+    if models is None:
+        models = {
+            m.name: resolve_model(m, base_dir, allow_unpinned=spec.allow_unpinned)
+            for m in spec.models
+        }
     for runtime_spec in spec.runtimes:
         runtime = get_runtime(runtime_spec.kind)
         for model in models.values():
@@ -199,9 +224,10 @@ def prepare_campaign(spec: CampaignSpec, base_dir: Path, spec_path: Path) -> Pre
         spec_path=spec_path,
         tasks_dir=tasks_dir,
         models=models,
-        environment=collect_environment(),
+        environment=environment,
         tasks_sha256=tasks_sha256(tasks_dir),
         tasks_commit=tasks_commit(tasks_dir),
+        pins=pins,
     )
 
 
@@ -286,11 +312,15 @@ def ingest_run_dir(dsn: str, out_dir: Path) -> RunRecord:
 
 
 async def _ingest(
-    dsn: str, record: RunRecord, scores: list[ScoreRow], outcomes: list[SampleOutcome]
+    dsn: str,
+    record: RunRecord,
+    scores: list[ScoreRow],
+    outcomes: list[SampleOutcome],
+    telemetry: list[tuple[object, ...]] | None = None,
 ) -> None:
     conn = await connect(dsn)
     try:
-        await ingest_run(conn, record, scores, outcomes)
+        await ingest_run(conn, record, scores, outcomes, telemetry or ())
     finally:
         await conn.close()
 
@@ -357,17 +387,24 @@ def execute_benchmark(
     session: RuntimeSession,
     bench: BenchmarkSpec,
     dsn: str,
+    guard: CampaignGuard | None = None,
+    *,
+    raise_on_failure: bool = False,
 ) -> RunOutcome:
     """Run one benchmark on a live session, write its raw outputs, ingest it.
 
     A runtime that crashes mid-benchmark is restarted and the benchmark retried once (the
     harness's request cache keeps finished requests). A harness failure marks the run failed
     (ingested with its reason) and returns; database failures raise (outputs stay on disk).
+    With ``raise_on_failure`` a harness failure discards the run's folder and raises instead,
+    so an orchestrator can retry it and call :func:`record_failed_run` once retries are spent.
     """
     record = _base_record(prepared, campaign_id, model, runtime_spec, session, bench)
     out_dir = runs_dir() / str(record.run_id)
     out_dir.mkdir(parents=True, exist_ok=True)
     harness = get_harness(bench.harness)
+    if guard is not None:
+        harness = guard.wrap(harness)  # GPU telemetry sampled while the harness runs
     request = HarnessRequest(
         benchmark=bench,
         model=model,
@@ -400,6 +437,9 @@ def execute_benchmark(
         shutil.rmtree(out_dir, ignore_errors=True)
         raise
     except LabError as exc:
+        if raise_on_failure:
+            shutil.rmtree(out_dir, ignore_errors=True)
+            raise
         record.status = "failed"
         record.status_reason = exc.message
         record.finished_at = _now()
@@ -427,14 +467,22 @@ def execute_benchmark(
     record.results_path, record.results_sha256 = str(results), results_sha
     record.dataset_revisions = result.dataset_revisions
     record.task_hashes = result.task_hashes
+    telemetry: list[tuple[object, ...]] = []
+    if guard is not None:
+        invalid_reason, tags = guard.judge()
+        record.tags += [t for t in tags if t not in record.tags]
+        if invalid_reason:
+            record.status, record.status_reason = "invalid", invalid_reason
+        telemetry = guard.telemetry_records()
     _manifest(out_dir, record, result.scores)
-    run_sync(_ingest(dsn, record, result.scores, result.outcomes))
+    run_sync(_ingest(dsn, record, result.scores, result.outcomes, telemetry))
     return RunOutcome(
         record.run_id,
         model.name,
         runtime_spec.display,
         bench.name,
-        "succeeded",
+        record.status,
+        record.status_reason,
         scores=result.scores,
         raw_dir=out_dir,
         duration_s=duration,
@@ -482,6 +530,89 @@ def open_session(
         yield session
 
 
+# ------------------------------------------------- steps for orchestrators (flows/campaign.py)
+
+
+def begin_campaign(prepared: PreparedCampaign, dsn: str) -> CampaignRecord:
+    """Migrate the database and insert a ``running`` campaign row for ``prepared``."""
+    rec = CampaignRecord(
+        campaign_id=uuid.uuid4(),
+        name=prepared.spec.name,
+        spec=prepared.spec.model_dump(mode="json"),
+        spec_sha256=spec_sha256(prepared.spec),
+        spec_path=str(prepared.spec_path),
+        lab_version=__version__,
+        lab_commit=prepared.environment.lab_commit,
+        started_at=_now(),
+    )
+    run_sync(_start_campaign(dsn, rec))
+    return rec
+
+
+def end_campaign(dsn: str, rec: CampaignRecord, status: str) -> None:
+    """Mark a campaign row finished with ``status`` (succeeded, failed or interrupted)."""
+    rec.status, rec.finished_at = status, _now()
+    run_sync(_finish_campaign(dsn, rec))
+
+
+def succeeded_run_keys(dsn: str, keys: list[str]) -> set[str]:
+    """The run keys among ``keys`` that already have a succeeded run (what a resume skips)."""
+    return run_sync(_succeeded_keys(dsn, keys))
+
+
+def skipped_outcome(
+    model: ModelArtifact, runtime_spec: RuntimeSpec, bench: BenchmarkSpec
+) -> RunOutcome:
+    """The outcome reported for a run skipped because it already succeeded with the same pins."""
+    return RunOutcome(
+        uuid.UUID(int=0),
+        model.name,
+        runtime_spec.display,
+        bench.name,
+        "succeeded",
+        "already succeeded with the same pins",
+        skipped=True,
+    )
+
+
+def start_session(
+    prepared: PreparedCampaign, model: ModelArtifact, runtime_spec: RuntimeSpec
+) -> RuntimeSession:
+    """Start a group's runtime session; the caller must ``stop()`` it (see :func:`open_session`)."""
+    workdir = runs_dir() / "_runtimes"
+    workdir.mkdir(parents=True, exist_ok=True)
+    session = get_runtime(runtime_spec.kind).start(runtime_spec, model, workdir)
+    return session.__enter__()
+
+
+def record_failed_run(
+    prepared: PreparedCampaign,
+    campaign_id: uuid.UUID,
+    model: ModelArtifact,
+    runtime_spec: RuntimeSpec,
+    session: RuntimeSession | None,
+    bench: BenchmarkSpec,
+    dsn: str,
+    reason: str,
+) -> RunOutcome:
+    """Store one ``failed`` run with its reason (e.g. after an orchestrator's retries ran out)."""
+    record = _base_record(prepared, campaign_id, model, runtime_spec, session, bench)
+    record.status, record.status_reason, record.finished_at = "failed", reason, _now()
+    out_dir = runs_dir() / str(record.run_id)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _manifest(out_dir, record, [])
+    run_sync(_ingest(dsn, record, [], []))
+    return RunOutcome(
+        record.run_id,
+        model.name,
+        runtime_spec.display,
+        bench.name,
+        "failed",
+        reason,
+        raw_dir=out_dir,
+    )
+
+
 class CampaignRunner:
     """Runs a prepared campaign end to end (the non-Prefect path behind ``evallab run``)."""
 
@@ -515,6 +646,7 @@ class CampaignRunner:
             started_at=_now(),
         )
         run_sync(_start_campaign(self.dsn, rec))
+        guard = CampaignGuard(p.spec, self.dsn, rec.campaign_id, gpu_name=p.environment.gpu_name)
         outcomes: list[RunOutcome] = []
         total = p.total_runs
         index = 0
@@ -544,6 +676,7 @@ class CampaignRunner:
                 if not todo:
                     continue
                 with open_session(p, model, runtime_spec) as session:
+                    guard.start_session(session, model)  # canary + runtime version snapshot
                     for hook in self.session_hooks:
                         hook(session, model, runtime_spec)
                     for bench in todo:
@@ -551,9 +684,18 @@ class CampaignRunner:
                         self.reporter.run_started(
                             f"{model.name} · {runtime_spec.display} · {bench.name}", index, total
                         )
+                        guard.before_benchmark(session)  # a version change stops here
                         outcome = execute_benchmark(
-                            p, rec.campaign_id, model, runtime_spec, session, bench, self.dsn
+                            p,
+                            rec.campaign_id,
+                            model,
+                            runtime_spec,
+                            session,
+                            bench,
+                            self.dsn,
+                            guard,
                         )
+                        guard.after_ingest(outcome.run_id, outcome.status)
                         outcomes.append(outcome)
                         self.reporter.run_finished(outcome)
         except KeyboardInterrupt as exc:
@@ -575,4 +717,5 @@ class CampaignRunner:
         rec.status = "failed" if any(o.status == "failed" for o in outcomes) else "succeeded"
         rec.finished_at = _now()
         run_sync(_finish_campaign(self.dsn, rec))
-        return CampaignResult(rec.campaign_id, p.spec.name, rec.status, outcomes)
+        guard.close()
+        return CampaignResult(rec.campaign_id, p.spec.name, rec.status, outcomes, guard.notes)

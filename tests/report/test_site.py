@@ -91,16 +91,15 @@ async def _check_pages(
             cells = await b.evaluate(
                 """[...document.querySelectorAll('td[data-run][data-value]')].map(td => ({
                      run: td.dataset.run,
-                     task: td.closest('tr').dataset.task || td.dataset.task,
-                     metric: td.closest('tr').dataset.metric,
-                     filter: td.closest('tr').dataset.filter,
+                     task: td.dataset.task || td.closest('tr').dataset.task,
+                     metric: td.dataset.metric || td.closest('tr').dataset.metric,
+                     filter: td.dataset.filter || td.closest('tr').dataset.filter,
                      value: td.dataset.value,
                      text: td.querySelector('a').textContent.trim()}))"""
             )
             for c in cells:
-                if c["metric"] is not None:
-                    key = (c["run"], c["task"], c["metric"], c["filter"])
-                    assert float(c["value"]) == pytest.approx(scores[key]), (path, c)
+                key = (c["run"], c["task"], c["metric"], c["filter"])
+                assert float(c["value"]) == pytest.approx(scores[key]), (path, c)
                 assert c["text"] == f"{float(c['value']):.4f}", (path, c)
         await _index(b, out, scores, shots)
         await _campaign(b, out, shots)

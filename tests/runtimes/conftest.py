@@ -75,8 +75,8 @@ def rt_tasks(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def big_tasks(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Folder with ``big_mc`` (400 docs): long enough to crash a server in the middle of it."""
-    return _write_tasks(tmp_path_factory.mktemp("big_tasks"), 400, 1, "big")
+    """Folder with ``big_mc`` (200 docs): long enough to crash a server in the middle of it."""
+    return _write_tasks(tmp_path_factory.mktemp("big_tasks"), 200, 1, "big")
 
 
 @pytest.fixture(scope="session")

@@ -168,7 +168,7 @@ def test_crash_mid_benchmark_then_restart_reuses_finished_requests(  # type: ign
 ) -> None:
     bench = BenchmarkSpec(name="big", tasks=("big_mc",))
     lm = vllm_session.lm_eval_model(bench)
-    args = dict(lm.model_args, num_concurrent=1)
+    args = dict(lm.model_args, num_concurrent=2)
     cache = tmp_path / "cache" / "requests"
     cache.parent.mkdir()
     db = Path(f"{cache}_rank0.db")
@@ -183,7 +183,7 @@ def test_crash_mid_benchmark_then_restart_reuses_finished_requests(  # type: ign
     worker = threading.Thread(target=first_run)
     worker.start()
     deadline = time.monotonic() + 300
-    while _cache_rows(db) < 100 and time.monotonic() < deadline and worker.is_alive():
+    while _cache_rows(db) < 50 and time.monotonic() < deadline and worker.is_alive():
         time.sleep(0.05)
     assert worker.is_alive(), "the benchmark finished before the crash could be injected"
     old_pids = vllm_session.process.pids()
@@ -194,7 +194,7 @@ def test_crash_mid_benchmark_then_restart_reuses_finished_requests(  # type: ign
     worker.join(timeout=300)
     assert errors, "lm-eval did not notice the crash"
     done_before = _cache_rows(db)
-    assert 100 <= done_before < 1600
+    assert 50 <= done_before < 800
     deadline = time.monotonic() + 60
     while vllm_session.health() and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -205,9 +205,9 @@ def test_crash_mid_benchmark_then_restart_reuses_finished_requests(  # type: ign
     assert vllm_session.info.extra["restarts"] == 1
     assert not any(pid_alive(p) for p in old_pids)
     out = _evaluate(lm.model_type, args, ["big_mc"], big_tasks, use_cache=str(cache))
-    assert len(out["samples"]["big_mc"]) == 400
+    assert len(out["samples"]["big_mc"]) == 200
     assert all(math.isfinite(float(r[0][0])) for s in out["samples"]["big_mc"]
                for r in s["resps"])
     # Only the requests not finished before the crash reached the restarted server.
-    assert _served_requests(vllm_session) == 1600 - done_before
-    assert _cache_rows(db) == 1600
+    assert _served_requests(vllm_session) == 800 - done_before
+    assert _cache_rows(db) == 800

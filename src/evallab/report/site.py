@@ -222,27 +222,43 @@ def _leaderboard(runs: list[_Run]) -> dict[str, Any]:
             if primary.get(s["task"]) == (s["metric"], s["filter"]):
                 latest[(r.ref.combo, s["task"])] = (r, s)
     tasks = sorted(primary)
+    lower_better = {t for (_, t), (_, sc) in latest.items() if sc["higher_is_better"] is False}
     combos = sorted({combo for combo, _ in latest})
-    rows = []
+    rows: list[dict[str, Any]] = []
     for combo in combos:
         cells = {t: latest.get((combo, t)) for t in tasks}
-        values = [c[1]["value"] for c in cells.values() if c is not None]
+        # Only higher-is-better metrics are averaged: a perplexity would swamp accuracies and
+        # reward the worse model.
+        values = [
+            c[1]["value"] for t, c in cells.items() if c is not None and t not in lower_better
+        ]
         model = next(c[0].ref.model for c in cells.values() if c is not None)
         rows.append(
             {
                 "combo": combo,
                 "model": model,
                 "cells": cells,
-                "mean": sum(values) / len(values),
+                "mean": sum(values) / len(values) if values else None,
                 "n_tasks": len(values),
             }
         )
-    rows.sort(key=lambda r: (-r["n_tasks"], -r["mean"], r["combo"]))
+    rows.sort(key=lambda r: (-r["n_tasks"], -(r["mean"] or 0.0), r["combo"]))
     chart = svg.bar_chart(
-        [svg.Bar(r["combo"], r["mean"], href=f"models/{_slug(r['model'])}.html") for r in rows],
-        title="mean of primary metrics over the tasks each model ran",
+        [
+            svg.Bar(r["combo"], r["mean"], href=f"models/{_slug(r['model'])}.html")
+            for r in rows
+            if r["mean"] is not None
+        ],
+        title="mean of the higher-is-better primary metrics over the tasks each model ran",
     )
-    return {"tasks": tasks, "primary": primary, "rows": rows, "chart": chart}
+    return {
+        "tasks": tasks,
+        "primary": primary,
+        "lower_better": lower_better,
+        "rows": rows,
+        "chart": chart,
+        "n_mean_tasks": len(set(tasks) - lower_better),
+    }
 
 
 def _model_history(runs: list[_Run], model: str) -> list[dict[str, Any]]:

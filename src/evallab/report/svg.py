@@ -206,9 +206,10 @@ def history_chart(
             f'fill="#555">{_fmt(tick)}</text>'
         )
     xs = sorted({p.x for p in points})
-    for t in (xs[0], xs[-1]) if len(xs) > 1 else (xs[0],):
+    ends = [(xs[0], "start"), (xs[-1], "end")] if len(xs) > 1 else [(xs[0], "middle")]
+    for t, anchor in ends:
         body.append(
-            f'<text x="{sx(t):.1f}" y="{height - 22}" text-anchor="middle" fill="#555">'
+            f'<text x="{sx(t):.1f}" y="{height - 22}" text-anchor="{anchor}" fill="#555">'
             f"{t:%Y-%m-%d %H:%M}</text>"
         )
     legend_x = left

@@ -84,6 +84,7 @@ class EmbeddedPostgres:
     ) -> subprocess.CompletedProcess[str]:
         kwargs: dict[str, object] = {}
         if os.geteuid() == 0:
+            self._prepare_folders()
             kwargs = {"user": _UNPRIVILEGED_UID, "group": _UNPRIVILEGED_UID, "extra_groups": []}
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         env["LC_ALL"] = "C"

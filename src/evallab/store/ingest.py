@@ -7,6 +7,8 @@ lost connection is always safe.
 from __future__ import annotations
 
 import json
+import re
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -77,11 +79,49 @@ def _score_records(run: RunRecord, scores: Iterable[ScoreRow]) -> list[tuple[Any
     ]
 
 
-def _outcome_records(run: RunRecord, outcomes: Iterable[SampleOutcome]) -> list[tuple[Any, ...]]:
+_PLAIN = re.compile(r"^[0-9A-Za-z_.:\-]+$")
+
+
+def _literal(text: str) -> str:
+    # Array-literal element: hashes are plain hex; anything else is quoted and escaped.
+    if _PLAIN.match(text) and text.upper() != "NULL":
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _outcome_sets(outcomes: Iterable[SampleOutcome]) -> list[tuple[str, str, str, str, str, str]]:
+    """Group outcomes by (task, metric, filter) into PostgreSQL array literals.
+
+    Text literals parsed server-side are several times faster than encoding hundreds of
+    thousands of Python objects one by one on the client.
+    """
+    groups: dict[tuple[str, str, str], tuple[list[str], list[str], list[str]]] = defaultdict(
+        lambda: ([], [], [])
+    )
+    for o in outcomes:
+        ids, hashes, values = groups[(o.task, o.metric, o.filter)]
+        ids.append(str(int(o.doc_id)))
+        hashes.append(_literal(o.doc_hash))
+        values.append(repr(float(o.value)))
     return [
-        (run.run_id, o.task, int(o.doc_id), o.doc_hash, o.metric, o.filter, float(o.value))
-        for o in outcomes
+        (
+            task,
+            metric,
+            filt,
+            "{" + ",".join(i) + "}",
+            "{" + ",".join(h) + "}",
+            "{" + ",".join(v) + "}",
+        )
+        for (task, metric, filt), (i, h, v) in groups.items()
     ]
+
+
+_INSERT_SETS = """
+INSERT INTO sample_outcome_sets (run_id, task, metric, filter, doc_ids, doc_hashes, "values")
+SELECT $1, t.task, t.metric, t.filter, t.ids::integer[], t.hashes::text[], t.vals::float8[]
+FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+     AS t (task, metric, filter, ids, hashes, vals)
+"""
 
 
 async def ingest_run(
@@ -109,7 +149,7 @@ async def ingest_run(
         async with conn.transaction():
             await conn.execute(_upsert_sql("runs", columns, "run_id"), *run.values())
             # Replace, don't append: re-ingesting a run must never duplicate its rows.
-            for table in ("scores", "sample_outcomes", "telemetry"):
+            for table in ("scores", "sample_outcome_sets", "telemetry"):
                 await conn.execute(f"DELETE FROM {table} WHERE run_id = $1", run.run_id)
             if scores:
                 await conn.copy_records_to_table(
@@ -127,10 +167,9 @@ async def ingest_run(
                     ],
                 )
             if outcomes:
-                await conn.copy_records_to_table(
-                    "sample_outcomes",
-                    records=_outcome_records(run, outcomes),
-                    columns=["run_id", "task", "doc_id", "doc_hash", "metric", "filter", "value"],
+                sets = _outcome_sets(outcomes)
+                await conn.execute(
+                    _INSERT_SETS, run.run_id, *(list(col) for col in zip(*sets, strict=True))
                 )
             if telemetry:
                 await conn.copy_records_to_table(

@@ -358,9 +358,12 @@ class CodeHarness:
         )
 
     def _generator(
-        self, request: HarnessRequest, settings: GenerationSettings, task: str,
+        self,
+        request: HarnessRequest,
+        settings: GenerationSettings,
+        task: str,
         shared: dict[str, Any],
-    ) -> Generator:  # fmt: skip
+    ) -> Generator:
         info = request.session.info
         if info.base_url:
             served = str(info.extra.get("served_model") or request.model.name)

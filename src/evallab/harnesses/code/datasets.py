@@ -9,6 +9,7 @@ continues and the test code that judges the program.
 
 from __future__ import annotations
 
+import builtins
 import gzip
 import hashlib
 import json
@@ -65,15 +66,32 @@ class TaskDef:
 TASKS: dict[str, TaskDef] = {
     t.name: t
     for t in (
-        TaskDef("humaneval", "humaneval", "openai/openai_humaneval", None, "test", 3.0,
-                HUMANEVAL_STOPS, 164),
-        TaskDef("humanevalplus", "humaneval", "evalplus/humanevalplus", None, "test", 20.0,
-                HUMANEVAL_STOPS, 164),
-        TaskDef("mbpp", "mbpp", "google-research-datasets/mbpp", "full", "test", 3.0,
-                MBPP_STOPS, 500),
+        TaskDef(
+            "humaneval",
+            "humaneval",
+            "openai/openai_humaneval",
+            None,
+            "test",
+            3.0,
+            HUMANEVAL_STOPS,
+            164,
+        ),
+        TaskDef(
+            "humanevalplus",
+            "humaneval",
+            "evalplus/humanevalplus",
+            None,
+            "test",
+            20.0,
+            HUMANEVAL_STOPS,
+            164,
+        ),
+        TaskDef(
+            "mbpp", "mbpp", "google-research-datasets/mbpp", "full", "test", 3.0, MBPP_STOPS, 500
+        ),
         TaskDef("mbppplus", "mbpp", "evalplus/mbppplus", None, "test", 10.0, MBPP_STOPS, 378),
     )
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True)
@@ -249,16 +267,20 @@ def _humaneval_problem(tdef: TaskDef, i: int, rec: dict[str, Any]) -> CodeProble
     if "base_input" in rec or "plus_input" in rec:
         if canonical_program is None:
             raise KeyError("canonical_solution")
-        tests = input_tests(
-            entry, canonical_program, _inputs(rec), float(rec.get("atol") or 0.0)
-        )
+        tests = input_tests(entry, canonical_program, _inputs(rec), float(rec.get("atol") or 0.0))
     else:
         tests = "\n" + str(rec["test"]) + "\n" + f"check({entry})"
     # bigcode-harness's `humaneval` task strips the prompt (the model continues after the """).
     return CodeProblem(
-        tdef.name, i, str(rec.get("task_id", i)), raw_prompt.strip(), tests, entry,
-        canonical_program, tdef.timeout_s,
-    )  # fmt: skip
+        tdef.name,
+        i,
+        str(rec.get("task_id", i)),
+        raw_prompt.strip(),
+        tests,
+        entry,
+        canonical_program,
+        tdef.timeout_s,
+    )
 
 
 def _mbpp_problem(tdef: TaskDef, i: int, rec: dict[str, Any]) -> CodeProblem:
@@ -287,16 +309,24 @@ def _mbpp_problem(tdef: TaskDef, i: int, rec: dict[str, Any]) -> CodeProblem:
     if canonical_program is not None and "canonical_solution" in rec and "code" not in rec:
         canonical_program = prompt + canonical_program
     return CodeProblem(
-        tdef.name, i, str(rec.get("task_id", i)), prompt, tests,
-        str(entry) if entry else None, canonical_program, tdef.timeout_s,
-    )  # fmt: skip
+        tdef.name,
+        i,
+        str(rec.get("task_id", i)),
+        prompt,
+        tests,
+        str(entry) if entry else None,
+        canonical_program,
+        tdef.timeout_s,
+    )
 
 
 def _entry_from_asserts(test_list: list[str]) -> str | None:
+    # The first called name that is not a builtin or a module helper: ``assert set(f(x)) == ...``.
+    skip = set(dir(builtins)) | {"math", "isclose", "np"}
     for t in test_list:
-        m = re.search(r"assert\s+(?:not\s+)?(?:\w+\()*?([A-Za-z_]\w*)\(", t)
-        if m and m.group(1) not in {"set", "math", "abs", "sorted", "round", "list", "tuple"}:
-            return m.group(1)
+        for name in re.findall(r"([A-Za-z_]\w*)\s*\(", t):
+            if name not in skip:
+                return str(name)
     return None
 
 
@@ -313,7 +343,7 @@ def _inputs(rec: dict[str, Any]) -> list[Any]:
 # Input-based tests, EvalPlus style: run the reference and the candidate on every input and
 # compare (floats within atol, 1e-6 when the data says 0). The reference runs in its own
 # namespace so the candidate's definitions can't shadow it.
-_INPUT_TESTS = '''
+_INPUT_TESTS = """
 import copy as _lab_copy, json as _lab_json, math as _lab_math
 _lab_ref_ns = {{"__name__": "__reference__"}}
 exec({reference!r}, _lab_ref_ns)
@@ -337,7 +367,7 @@ for _lab_i, _lab_args in enumerate(_lab_inputs):
     _lab_out = _lab_cand(*_lab_copy.deepcopy(_lab_args))
     assert _lab_close(_lab_out, _lab_exp, {atol!r}), "input #%d %r: got %r, expected %r" % (
         _lab_i, _lab_args, _lab_out, _lab_exp)
-'''
+"""
 
 
 def input_tests(entry: str, reference: str, inputs: list[Any], atol: float) -> str:

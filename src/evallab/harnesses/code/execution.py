@@ -75,8 +75,11 @@ class ExecutionLog:
                 fh.truncate(good)
 
     def add(self, rec: SampleResult) -> None:
-        """Persist one result (flushed, not fsynced: a result is cheap to recompute, and an
-        fsync per sample would cost more than running it)."""
+        """Persist one result.
+
+        Flushed, not fsynced: a result is cheap to recompute, and an fsync per sample would
+        cost more than running it.
+        """
         with self._lock, self.path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(asdict(rec)) + "\n")
             self.results[(rec.doc_id, rec.sample)] = rec
@@ -120,9 +123,16 @@ def execute_programs(
         doc_id, sample, sha = jobs[index]
         log.add(
             SampleResult(
-                doc_id, sample, sha, res.status, res.failing_test, res.error, res.output,
-                res.duration_s, res.isolation,
-            )  # fmt: skip
+                doc_id,
+                sample,
+                sha,
+                res.status,
+                res.failing_test,
+                res.error,
+                res.output,
+                res.duration_s,
+                res.isolation,
+            )
         )
         done += 1
         if progress is not None:

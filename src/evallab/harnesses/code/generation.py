@@ -186,9 +186,12 @@ def run_generation(
             )
         raw = list(raw) * (settings.n if settings.greedy else 1)
         return GenerationRecord(
-            problem.doc_id, problem.task_id, problem.doc_hash, raw,
+            problem.doc_id,
+            problem.task_id,
+            problem.doc_hash,
+            raw,
             _programs(problem, raw, stops, settings.chat),
-        )  # fmt: skip
+        )
 
     with ThreadPoolExecutor(max_workers=max(1, generator.concurrency)) as pool:
         pending: set[Future[GenerationRecord]] = set()
@@ -221,7 +224,7 @@ class ServerGenerator:
         timeout_s: Per-request timeout.
     """
 
-    def __init__(  # noqa: PLR0913 - mirrors the request fields
+    def __init__(
         self,
         base_url: str,
         model: str,
@@ -303,7 +306,7 @@ class TransformersGenerator:
 
     concurrency = 1
 
-    def __init__(  # noqa: PLR0913
+    def __init__(
         self,
         model: Any,
         tokenizer: Any,
@@ -319,9 +322,13 @@ class TransformersGenerator:
 
     @classmethod
     def from_path(
-        cls, path: Path, settings: GenerationSettings, task: str, device: str = "cpu",
+        cls,
+        path: Path,
+        settings: GenerationSettings,
+        task: str,
+        device: str = "cpu",
         dtype: str = "float32",
-    ) -> TransformersGenerator:  # fmt: skip
+    ) -> TransformersGenerator:
         """Load model and tokenizer from a local folder."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -329,14 +336,14 @@ class TransformersGenerator:
         try:
             tok = AutoTokenizer.from_pretrained(str(path))
             torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
-            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype)
+            model: Any = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype)
         except (OSError, ValueError) as exc:
             raise HarnessError(
                 f"transformers could not load the model: {exc}",
                 value=path,
                 fix="check the folder holds config.json, weights and tokenizer files",
             ) from exc
-        model.to(device)
+        model = model.to(device)
         model.eval()
         return cls(model, tok, settings, task)
 

@@ -1,5 +1,8 @@
-"""The unbiased pass@k estimator (Chen et al. 2021, "Evaluating Large Language Models Trained on
-Code", eq. 1): ``1 - C(n - c, k) / C(n, k)`` per problem, computed as a stable product."""
+"""The unbiased pass@k estimator.
+
+Chen et al. 2021, "Evaluating Large Language Models Trained on Code", eq. 1:
+``1 - C(n - c, k) / C(n, k)`` per problem, computed as a stable product.
+"""
 
 from __future__ import annotations
 

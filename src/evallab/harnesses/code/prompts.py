@@ -63,8 +63,11 @@ def chat_messages(problem: CodeProblem) -> list[dict[str, str]]:
 
 
 def extract_code_block(text: str) -> str:
-    """The code in a chat reply: the first ```python block, else the first fenced block, else
-    the reply itself (some models answer with bare code)."""
+    """The code in a chat reply.
+
+    The first ```python block, else the first fenced block, else the reply itself (some models
+    answer with bare code).
+    """
     blocks = _FENCE.findall(text)
     for lang, body in blocks:
         if lang.lower() in ("python", "py", "python3"):
@@ -82,8 +85,9 @@ def _imports(prompt: str) -> str:
 def program_from_chat(problem: CodeProblem, reply: str) -> str:
     """The program for an instruct model's reply."""
     code = extract_code_block(reply)
-    if problem.entry_point and re.search(rf"^\s*def\s+{re.escape(problem.entry_point)}\s*\(", code,
-                                         re.MULTILINE):  # fmt: skip
+    if problem.entry_point and re.search(
+        rf"^\s*def\s+{re.escape(problem.entry_point)}\s*\(", code, re.MULTILINE
+    ):
         return _imports(problem.prompt) + code
     if problem.task.startswith("mbpp"):
         return problem.prompt + code

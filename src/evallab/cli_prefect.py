@@ -1,0 +1,191 @@
+"""Orchestration: ``evallab prefect setup|bootstrap-blocks``, ``submit``, ``webhook serve``.
+
+Prefect code lives in the repository's ``flows/`` and ``blocks/`` folders (next to ``sql/``), not
+in the library; these commands import it from there, so ``evallab run`` and the rest of the CLI
+work on a machine without Prefect.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from evallab.errors import LabError, SpecError
+from evallab.paths import REPO_ROOT
+
+__all__ = ["app"]
+
+app = typer.Typer(help="Prefect orchestration.")
+prefect_app = typer.Typer(help="Set up the lab's Prefect work pools, blocks and deployments.")
+webhook_app = typer.Typer(help="Receive Hugging Face webhooks and announce new model commits.")
+app.add_typer(prefect_app, name="prefect")
+app.add_typer(webhook_app, name="webhook")
+_console = Console()
+
+
+def _orchestration(module: str) -> ModuleType:
+    """Import a module of the repository's ``flows/`` or ``blocks/`` packages."""
+    if importlib.util.find_spec("prefect") is None:
+        raise SpecError(
+            "Prefect is not installed in this environment",
+            value=sys.executable,
+            fix="pip install 'evallab[orchestration]', or use `evallab run` (it needs no Prefect)",
+        )
+    if not (REPO_ROOT / "flows" / "__init__.py").is_file():
+        raise SpecError(
+            "the lab's flows/ folder is missing (orchestration needs a source checkout)",
+            value=REPO_ROOT,
+            fix="install evallab editable from its repository (pip install -e .)",
+        )
+    root = str(REPO_ROOT)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    return importlib.import_module(module)
+
+
+def _deploy(names: list[str]) -> None:
+    env = {**os.environ, "EVALLAB_REPO": str(REPO_ROOT)}
+    args = ["--all"] if not names else [a for n in names for a in ("--name", n)]
+    cmd = [sys.executable, "-m", "prefect", "--no-prompt", "deploy", *args]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SpecError(
+            f"`prefect deploy` failed: {(proc.stderr or proc.stdout).strip()[-1500:]}",
+            value=" ".join(cmd[2:]),
+            fix="check that PREFECT_API_URL names a running Prefect server; check prefect.yaml",
+        )
+
+
+@prefect_app.command("setup")
+def setup(
+    pool: Annotated[str, typer.Option(help="The GPU work pool (process type).")] = "gpu",
+    gpus: Annotated[
+        int, typer.Option(min=1, help="Concurrency of the GPU pool: one flow run per GPU.")
+    ] = 1,
+    lab_pool: Annotated[
+        str, typer.Option(help="Pool for light flows (nightly submit, release watch).")
+    ] = "lab",
+    blocks: Annotated[bool, typer.Option(help="Also create/update the blocks.")] = True,
+    deploy: Annotated[
+        bool, typer.Option(help="Also run `prefect deploy` for prefect.yaml.")
+    ] = True,
+) -> None:
+    """Create or update the work pools (GPU pool limited to one run per GPU), blocks, deployments.
+
+    Safe to run again: pools and blocks are updated in place.
+    """
+    bootstrap = _orchestration("blocks.bootstrap")
+    table = Table(title="Prefect setup")
+    table.add_column("object")
+    table.add_column("action")
+    table.add_column("detail")
+    action = bootstrap.ensure_work_pool(pool, gpus)
+    table.add_row(f"work pool {pool}", action, f"process, concurrency limit {gpus}")
+    action = bootstrap.ensure_work_pool(lab_pool, None)
+    table.add_row(f"work pool {lab_pool}", action, "process, no limit")
+    if blocks:
+        for change in bootstrap.bootstrap_blocks():
+            table.add_row(change.block, change.action, change.detail)
+    if deploy:
+        _deploy([])
+        table.add_row("deployments", "deployed", str(REPO_ROOT / "prefect.yaml"))
+    _console.print(table)
+    _console.print(
+        f"Start one worker per GPU: CUDA_VISIBLE_DEVICES=0 prefect worker start --pool {pool} "
+        f"--limit 1 (see docs/orchestration.md)"
+    )
+
+
+@prefect_app.command("bootstrap-blocks")
+def bootstrap_blocks() -> None:
+    """Create or update the results-database, HF-token and runtime-profile blocks from the env."""
+    bootstrap = _orchestration("blocks.bootstrap")
+    table = Table(title="Blocks")
+    for col in ("block", "action", "detail"):
+        table.add_column(col)
+    for change in bootstrap.bootstrap_blocks():
+        table.add_row(change.block, change.action, change.detail)
+    _console.print(table)
+
+
+@app.command("submit")
+def submit(
+    campaign: Annotated[Path, typer.Argument(help="Campaign YAML file.")],
+    deployment: Annotated[
+        str, typer.Option(help="flow-name/deployment-name to run.")
+    ] = "campaign/campaign",
+    resume: Annotated[bool, typer.Option(help="Skip runs that already succeeded.")] = True,
+    wait: Annotated[bool, typer.Option(help="Wait until the flow run finishes.")] = False,
+) -> None:
+    """Hand a campaign to the Prefect campaign deployment (validated here first)."""
+    module = _orchestration("flows.campaign")
+    from evallab.spec import load_campaign
+
+    load_campaign(campaign)
+    try:
+        run: Any = module.submit_campaign(
+            campaign, deployment=deployment, resume=resume, timeout=None if wait else 0
+        )
+    except LabError:
+        raise
+    except Exception as exc:
+        # Prefect raises its own errors (unknown deployment, server down): say which and how.
+        raise SpecError(
+            f"could not submit to deployment {deployment!r}: {type(exc).__name__}: {exc}",
+            value=os.environ.get("PREFECT_API_URL", "(PREFECT_API_URL not set)"),
+            fix="start the server, run `evallab prefect setup`, and set PREFECT_API_URL",
+        ) from exc
+    _console.print(f"submitted {campaign} as flow run {run.name} ({run.id})")
+    if wait:
+        state = run.state.name if run.state else "unknown"
+        _console.print(f"flow run finished: {state}")
+        if not (run.state and run.state.is_completed()):
+            raise typer.Exit(code=1)
+
+
+@webhook_app.command("serve")
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8787,
+    watchlist: Annotated[
+        Path, typer.Option(help="Watch list: which repos start which campaign.")
+    ] = REPO_ROOT / "flows" / "watched_models.yaml",
+    path: Annotated[str, typer.Option(help="URL path Hugging Face posts to.")] = "",
+) -> None:
+    """Receive Hugging Face webhooks and emit hf.model.released for new commits.
+
+    The secret comes from EVALLAB_WEBHOOK_SECRET (never from the command line, where other
+    users of the machine could read it).
+    """
+    from evallab.watch import load_watchlist
+    from evallab.webhook import DEFAULT_PATH, make_server
+
+    watch_flow = _orchestration("flows.watch_models")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    server = make_server(
+        host,
+        port,
+        secret=os.environ.get("EVALLAB_WEBHOOK_SECRET", ""),
+        watchlist=load_watchlist(watchlist),
+        emit=watch_flow.emit_release,
+        path=path or DEFAULT_PATH,
+    )
+    url = f"http://{host}:{server.server_port}{path or DEFAULT_PATH}"
+    _console.print(f"listening on {url}", highlight=False)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        _console.print("stopped")
+    finally:
+        server.server_close()

@@ -1,0 +1,397 @@
+"""New-model-release detection on the Hugging Face hub, without any orchestrator.
+
+A *watch list* (YAML) names repositories and authors to follow and the campaign to run when one
+of them publishes a new commit::
+
+    campaign: deployments/demo.yaml      # template: its benchmarks/runtimes run on each release
+    watch:
+      - repo: my-org/my-model            # one repository
+      - author: my-org                   # every model repository of an author...
+        match: "my-org/*-Instruct"       # ...optionally filtered (fnmatch on the repo id)
+        chat: true
+        campaign: deployments/chat.yaml  # per-entry template
+
+:func:`poll_releases` asks the hub (``huggingface_hub``; ``HF_ENDPOINT`` selects the server) for
+the current head commit of every watched repository and compares it with what PostgreSQL has
+seen (tables from ``sql/migrations/0003_model_watch.sql``). The first poll of an entry records a
+baseline and reports nothing. :func:`record_releases` marks releases as seen once they were
+announced, so a failed announcement is retried on the next poll (at least once, never lost).
+
+:func:`release_campaign` turns a campaign template plus a release into the campaign to run:
+the template's models are replaced by the released repository at its exact commit.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import asyncpg
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from evallab.errors import ModelError, SpecError
+from evallab.spec import CampaignSpec, HubModelSpec
+from evallab.store.db import connect, run_sync
+
+__all__ = [
+    "RELEASE_EVENT",
+    "HubHead",
+    "ModelRelease",
+    "WatchEntry",
+    "Watchlist",
+    "detect_releases",
+    "hub_heads",
+    "load_watchlist",
+    "mark_announced",
+    "poll_releases",
+    "record_releases",
+    "release_campaign",
+]
+
+#: The Prefect event name both detectors emit (prefect.yaml's trigger listens for it).
+RELEASE_EVENT = "hf.model.released"
+
+_FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
+_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_AUTHOR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WatchEntry(_Strict):
+    """One thing to watch: a repository or every model repository of an author."""
+
+    repo: str | None = None
+    """Repository id ``org/name``."""
+    author: str | None = None
+    """A user or organisation; each of its model repositories is watched."""
+    match: str | None = None
+    """Only repositories whose id matches this fnmatch pattern (author entries)."""
+    campaign: str | None = None
+    """Campaign template for this entry (default: the watch list's ``campaign``)."""
+    chat: bool = False
+    """Whether released models are chat/instruct models."""
+    quant: str = "none"
+    """Quantisation label recorded for released models."""
+
+    @field_validator("repo")
+    @classmethod
+    def _repo_ok(cls, v: str | None) -> str | None:
+        if v is not None and not _REPO.match(v):
+            raise ValueError(f"repo {v!r} must look like 'org/name'")
+        return v
+
+    @field_validator("author")
+    @classmethod
+    def _author_ok(cls, v: str | None) -> str | None:
+        if v is not None and not _AUTHOR.match(v):
+            raise ValueError(f"author {v!r} must be a user or organisation name, without '/'")
+        return v
+
+    @model_validator(mode="after")
+    def _one_target(self) -> WatchEntry:
+        if (self.repo is None) == (self.author is None):
+            raise ValueError("each watch entry names exactly one of 'repo' or 'author'")
+        if self.match is not None and self.author is None:
+            raise ValueError("'match' filters an author's repositories; use it with 'author'")
+        return self
+
+    @property
+    def key(self) -> str:
+        """Stable identity of the entry (``repo:org/name`` or ``author:org``)."""
+        return f"repo:{self.repo}" if self.repo else f"author:{self.author}"
+
+    def covers(self, repo_id: str) -> bool:
+        """Whether a repository belongs to this entry."""
+        if self.repo is not None:
+            return repo_id == self.repo
+        if repo_id.split("/", 1)[0] != self.author:
+            return False
+        return self.match is None or fnmatch.fnmatchcase(repo_id, self.match)
+
+
+class Watchlist(_Strict):
+    """The watch list file: what to watch and which campaign a release starts."""
+
+    campaign: str
+    """Default campaign template (path relative to the lab's working directory)."""
+    watch: tuple[WatchEntry, ...] = Field(min_length=1)
+    """Repositories and authors to watch."""
+
+    def entry_for(self, repo_id: str) -> WatchEntry | None:
+        """The first entry covering ``repo_id``, or None if it isn't watched."""
+        return next((e for e in self.watch if e.covers(repo_id)), None)
+
+    def campaign_for(self, entry: WatchEntry) -> str:
+        """The campaign template a release of ``entry`` runs."""
+        return entry.campaign or self.campaign
+
+
+@dataclass(frozen=True)
+class HubHead:
+    """A repository's current head commit as the hub reports it."""
+
+    repo_id: str
+    revision: str
+    last_modified: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ModelRelease:
+    """A new commit of a watched model: what ``hf.model.released`` carries."""
+
+    repo_id: str
+    revision: str
+    campaign: str
+    source: Literal["poll", "webhook"]
+    chat: bool = False
+    quant: str = "none"
+    last_modified: datetime | None = None
+
+    @property
+    def resource(self) -> dict[str, str]:
+        """The event's resource (Prefect matches triggers on ``prefect.resource.id``)."""
+        return {
+            "prefect.resource.id": f"hf.model.{self.repo_id}",
+            "prefect.resource.name": self.repo_id,
+        }
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        """The event's payload (the trigger passes these to the campaign deployment)."""
+        return {
+            "repo": self.repo_id,
+            "revision": self.revision,
+            "campaign": self.campaign,
+            "source": self.source,
+            "chat": self.chat,
+            "quant": self.quant,
+            "last_modified": self.last_modified.isoformat() if self.last_modified else None,
+        }
+
+
+def load_watchlist(path: str | Path) -> Watchlist:
+    """Read and validate a watch list file.
+
+    Raises:
+        SpecError: the file is missing, isn't YAML, or doesn't match the schema.
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise SpecError(
+            f"watch list can't be read: {exc.strerror or exc}",
+            value=path,
+            fix="pass the path of a YAML file listing repos/authors to watch",
+        ) from exc
+    except yaml.YAMLError as exc:
+        raise SpecError(
+            f"watch list is not valid YAML: {exc}", value=path, fix="fix the YAML"
+        ) from exc
+    try:
+        return Watchlist.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise SpecError(
+            f"watch list is invalid: {problems}",
+            value=path,
+            fix="see docs/orchestration.md for the watch list format",
+        ) from exc
+
+
+# ------------------------------------------------------------------------------------- hub
+
+
+def hub_heads(
+    watchlist: Watchlist, *, endpoint: str | None = None, token: str | None = None
+) -> dict[str, list[HubHead]]:
+    """Ask the hub for the head commit of every watched repository, per watch entry.
+
+    Args:
+        watchlist: What to watch.
+        endpoint: Hub URL (default ``$HF_ENDPOINT``, else huggingface.co).
+        token: Hub token for private/gated repos (default ``$HF_TOKEN``).
+
+    Raises:
+        ModelError: the hub can't be reached or refused a request.
+    """
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    api = HfApi(
+        endpoint=endpoint or os.environ.get("HF_ENDPOINT") or None,
+        token=token or os.environ.get("HF_TOKEN") or None,
+    )
+    heads: dict[str, list[HubHead]] = {}
+    for entry in watchlist.watch:
+        try:
+            if entry.repo is not None:
+                infos: Iterable[Any] = [api.model_info(entry.repo)]
+            else:
+                infos = api.list_models(author=entry.author, expand=["sha", "lastModified"])
+            found = [
+                HubHead(str(info.id), str(info.sha), getattr(info, "last_modified", None))
+                for info in infos
+                if info.sha and entry.covers(str(info.id))
+            ]
+        except (HfHubHTTPError, OSError, ValueError) as exc:
+            raise ModelError(
+                f"could not poll the hub for {entry.key}: {exc}",
+                value=api.endpoint,
+                fix="check network access, HF_ENDPOINT and HF_TOKEN (private repos need a token)",
+            ) from exc
+        for head in found:
+            if not _FULL_SHA.match(head.revision):
+                raise ModelError(
+                    "the hub returned a head revision that is not a commit sha",
+                    value=f"{head.repo_id}@{head.revision}",
+                    fix="check HF_ENDPOINT points at a Hugging Face hub API",
+                )
+        heads[entry.key] = found
+    return heads
+
+
+# -------------------------------------------------------------------------------- database
+
+
+async def detect_releases(
+    conn: asyncpg.Connection, watchlist: Watchlist, heads: dict[str, list[HubHead]]
+) -> list[ModelRelease]:
+    """Compare hub heads with what the database has seen; return unannounced releases.
+
+    The first poll of a watch entry stores its heads as a baseline and returns nothing for it.
+    Releases are *not* recorded here: call :func:`record_releases` once they were announced.
+    """
+    releases: list[ModelRelease] = []
+    async with conn.transaction():
+        for entry in watchlist.watch:
+            found = heads.get(entry.key, [])
+            known = await conn.fetchval(
+                "SELECT count(*) FROM model_watch_sources WHERE source = $1", entry.key
+            )
+            seen = {
+                (r["repo_id"], r["revision"])
+                for r in await conn.fetch(
+                    "SELECT repo_id, revision FROM model_revisions_seen WHERE repo_id = ANY($1)",
+                    [h.repo_id for h in found],
+                )
+            }
+            new = [h for h in found if (h.repo_id, h.revision) not in seen]
+            if not known:
+                # Baseline: what exists when the watch starts is not a release.
+                await conn.executemany(
+                    "INSERT INTO model_revisions_seen (repo_id, revision, last_modified, source, "
+                    "released) VALUES ($1, $2, $3, $4, false) ON CONFLICT DO NOTHING",
+                    [(h.repo_id, h.revision, h.last_modified, entry.key) for h in new],
+                )
+            else:
+                releases.extend(
+                    ModelRelease(
+                        h.repo_id,
+                        h.revision,
+                        watchlist.campaign_for(entry),
+                        "poll",
+                        chat=entry.chat,
+                        quant=entry.quant,
+                        last_modified=h.last_modified,
+                    )
+                    for h in new
+                    if all((r.repo_id, r.revision) != (h.repo_id, h.revision) for r in releases)
+                )
+            await conn.execute(
+                "INSERT INTO model_watch_sources (source) VALUES ($1) ON CONFLICT (source) "
+                "DO UPDATE SET last_polled_at = now()",
+                entry.key,
+            )
+    return releases
+
+
+async def record_releases(conn: asyncpg.Connection, releases: Sequence[ModelRelease]) -> None:
+    """Mark announced releases as seen, so the next poll doesn't announce them again."""
+    await conn.executemany(
+        "INSERT INTO model_revisions_seen (repo_id, revision, last_modified, source, released) "
+        "VALUES ($1, $2, $3, $4, true) ON CONFLICT DO NOTHING",
+        [(r.repo_id, r.revision, r.last_modified, r.source) for r in releases],
+    )
+
+
+def poll_releases(
+    dsn: str, watchlist: Watchlist, *, endpoint: str | None = None, token: str | None = None
+) -> list[ModelRelease]:
+    """Poll the hub and return the releases not announced yet (see :func:`detect_releases`)."""
+    heads = hub_heads(watchlist, endpoint=endpoint, token=token)
+
+    async def _go() -> list[ModelRelease]:
+        conn = await connect(dsn)
+        try:
+            return await detect_releases(conn, watchlist, heads)
+        finally:
+            await conn.close()
+
+    return run_sync(_go())
+
+
+def mark_announced(dsn: str, releases: Sequence[ModelRelease]) -> None:
+    """Record announced releases (synchronous wrapper of :func:`record_releases`)."""
+
+    async def _go() -> None:
+        conn = await connect(dsn)
+        try:
+            await record_releases(conn, releases)
+        finally:
+            await conn.close()
+
+    run_sync(_go())
+
+
+# -------------------------------------------------------------------------------- campaign
+
+
+def _model_name(repo_id: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9_.\-]", "-", repo_id.split("/", 1)[1])
+    return name if name[:1].isalnum() else f"m{name}"
+
+
+def release_campaign(
+    template: CampaignSpec, repo_id: str, revision: str, *, chat: bool = False, quant: str = "none"
+) -> CampaignSpec:
+    """The campaign a release runs: the template with its models replaced by the release.
+
+    Raises:
+        SpecError: the repo id or revision is malformed (a release must name a commit sha).
+    """
+    if not _FULL_SHA.match(revision):
+        raise SpecError(
+            "a release must name a full 40-character commit sha",
+            value=revision,
+            fix="pass the revision from the hf.model.released event's payload",
+        )
+    try:
+        model = HubModelSpec(
+            source="hf",
+            name=_model_name(repo_id),
+            repo=repo_id,
+            revision=revision,
+            chat=chat,
+            quant=quant,
+        )
+    except ValidationError as exc:
+        raise SpecError(
+            f"released repository id is invalid: {exc.errors()[0]['msg']}",
+            value=repo_id,
+            fix="events must name a model repository as 'org/name'",
+        ) from exc
+    return template.model_copy(update={"models": (model,)})
