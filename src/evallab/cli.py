@@ -97,8 +97,18 @@ def run(
     resume: Annotated[
         bool, typer.Option("--resume", help="Skip runs that already succeeded with the same pins.")
     ] = False,
+    allow_unsafe_code: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unsafe-code",
+            help="Let code benchmarks execute generated code WITHOUT the bubblewrap sandbox when "
+            "bubblewrap is missing (recorded on every run). Dangerous.",
+        ),
+    ] = False,
 ) -> None:
     """Evaluate every (model, runtime, benchmark) of a campaign and store the results."""
+    if allow_unsafe_code:
+        os.environ["EVALLAB_ALLOW_UNSAFE_CODE"] = "1"
     from evallab.runner import CampaignRunner, prepare_campaign
     from evallab.spec import load_campaign
 

@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from evallab.checks import Regression, list_regressions
+from evallab.errors import PinError
 from evallab.store.db import connect, database, run_sync
 
 __all__ = ["app"]
@@ -64,11 +65,14 @@ def pins_check(
         )
     console.print(table)
     if report.refused:
-        console.print(
-            f"[bold red]{len(report.refused)} pin(s) refused[/]: the campaign would stop "
-            "before running anything."
+        names = ", ".join(f"{r.kind} {r.name}" for r in report.refused)
+        raise PinError(
+            f"{len(report.refused)} pin(s) refused (see the table): the campaign would stop "
+            "before running anything",
+            value=names,
+            fix="pin the refused revisions to the commit shas shown, install the pinned runtime "
+            "versions, or set allow_unpinned: true for branch/tag revisions",
         )
-        raise typer.Exit(code=1)
     if report.unpinned:
         console.print(
             f"[yellow]{len(report.unpinned)} unpinned revision(s) accepted "

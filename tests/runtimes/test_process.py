@@ -67,7 +67,9 @@ def tree_script(tmp_path: Path) -> Path:
     return script
 
 
-def test_stop_kills_whole_group_including_sigterm_ignorers(tmp_path: Path, tree_script: Path) -> None:
+def test_stop_kills_whole_group_including_sigterm_ignorers(
+    tmp_path: Path, tree_script: Path
+) -> None:
     pids_file = tmp_path / "pids.json"
     proc = launch(
         [sys.executable, str(tree_script), str(pids_file)], log_path=tmp_path / "s.log", grace_s=1.0
@@ -92,7 +94,7 @@ def test_no_orphans_when_the_lab_is_sigkilled(tmp_path: Path, tree_script: Path)
         from pathlib import Path
         from evallab.runtimes.process import launch
         launch([sys.executable, {str(tree_script)!r}, {str(pids_file)!r}],
-               log_path=Path({str(tmp_path / 'lab.log')!r}), grace_s=1.0)
+               log_path=Path({str(tmp_path / "lab.log")!r}), grace_s=1.0)
         time.sleep(600)
         """
     )

@@ -25,8 +25,9 @@ from evallab.spec import BenchmarkSpec, OpenAIEndpointRuntimeSpec
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 
-def _evaluate(model: str, model_args: dict[str, Any], tasks: list[str], include: Path,
-              **kw: Any) -> dict[str, Any]:
+def _evaluate(
+    model: str, model_args: dict[str, Any], tasks: list[str], include: Path, **kw: Any
+) -> dict[str, Any]:
     import lm_eval
     from lm_eval.tasks import TaskManager
 
@@ -92,8 +93,9 @@ def test_loglikelihoods_match_transformers(vllm_session, rt_tasks, hf_results) -
     assert lm.model_args["tokenized_requests"] is True
     assert lm.model_args["base_url"].endswith("/v1/completions")
     assert lm.model_args["num_concurrent"] == 4 and lm.model_args["max_length"] == 512
-    served = _evaluate(lm.model_type, lm.model_args, ["rt_mc", "rt_gen"], rt_tasks,
-                       batch_size=lm.batch_size)
+    served = _evaluate(
+        lm.model_type, lm.model_args, ["rt_mc", "rt_gen"], rt_tasks, batch_size=lm.batch_size
+    )
     hf_ll, vllm_ll = _lls(hf_results, "rt_mc"), _lls(served, "rt_mc")
     assert len(hf_ll) == len(vllm_ll) == 160
     worst = max(abs(hf_ll[k] - vllm_ll[k]) for k in hf_ll)
@@ -109,15 +111,20 @@ def test_loglikelihoods_match_transformers(vllm_session, rt_tasks, hf_results) -
 def test_chat_models_use_chat_completions(vllm_session, rt_tasks) -> None:  # type: ignore[no-untyped-def]
     bench = BenchmarkSpec(name="rtchat", tasks=("rt_gen",), limit=5)
     lm = lm_eval_model_for(
-        base_url=vllm_session.base_url, served_model="tiny", chat=True, benchmark=bench,
-        settings=ClientSettings(tokenized_requests=True, num_concurrent=2, max_length=512,
-                                tokenizer=None),
+        base_url=vllm_session.base_url,
+        served_model="tiny",
+        chat=True,
+        benchmark=bench,
+        settings=ClientSettings(
+            tokenized_requests=True, num_concurrent=2, max_length=512, tokenizer=None
+        ),
         output_types={"generate_until"},
     )
     assert lm.model_type == "local-chat-completions"
     assert lm.model_args["base_url"].endswith("/v1/chat/completions")
-    out = _evaluate(lm.model_type, lm.model_args, ["rt_gen"], rt_tasks, limit=5,
-                    apply_chat_template=True)
+    out = _evaluate(
+        lm.model_type, lm.model_args, ["rt_gen"], rt_tasks, limit=5, apply_chat_template=True
+    )
     samples = out["samples"]["rt_gen"]
     assert len(samples) == 5
     # The chat template was applied: the request is a JSON list of messages, not raw text.
@@ -127,8 +134,9 @@ def test_chat_models_use_chat_completions(vllm_session, rt_tasks) -> None:  # ty
 def test_openai_endpoint_learns_what_the_server_is(vllm_session, tiny_artifact, rt_tasks) -> None:  # type: ignore[no-untyped-def]
     from evallab.runtimes.openai_endpoint import OpenAIEndpointRuntime
 
-    spec = OpenAIEndpointRuntimeSpec(kind="openai-endpoint", base_url=vllm_session.base_url,
-                                     concurrency=2, max_model_len=512)
+    spec = OpenAIEndpointRuntimeSpec(
+        kind="openai-endpoint", base_url=vllm_session.base_url, concurrency=2, max_model_len=512
+    )
     with OpenAIEndpointRuntime().start(spec, tiny_artifact, Path(".")) as session:
         assert session.info.version == "0.32.0"
         assert session.info.extra["family"] == "vllm"
@@ -139,8 +147,9 @@ def test_openai_endpoint_learns_what_the_server_is(vllm_session, tiny_artifact, 
         assert lm.model_args["tokenized_requests"] is False
         out = _evaluate(lm.model_type, lm.model_args, ["rt_mc"], rt_tasks, limit=5)
         assert len(out["samples"]["rt_mc"]) == 5
-    bad = OpenAIEndpointRuntimeSpec(kind="openai-endpoint", base_url=vllm_session.base_url,
-                                    served_model="not-served")
+    bad = OpenAIEndpointRuntimeSpec(
+        kind="openai-endpoint", base_url=vllm_session.base_url, served_model="not-served"
+    )
     from evallab.errors import RuntimeLaunchError
 
     with pytest.raises(RuntimeLaunchError, match="does not serve model 'not-served'"):
@@ -159,8 +168,11 @@ def _cache_rows(db: Path) -> int:
 
 def _served_requests(session) -> float:  # type: ignore[no-untyped-def]
     text = httpx.get(session.root_url + "/metrics", timeout=10).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("vllm:request_success_total"))
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("vllm:request_success_total")
+    )
 
 
 def test_crash_mid_benchmark_then_restart_reuses_finished_requests(  # type: ignore[no-untyped-def]
@@ -177,7 +189,7 @@ def test_crash_mid_benchmark_then_restart_reuses_finished_requests(  # type: ign
     def first_run() -> None:
         try:
             _evaluate(lm.model_type, args, ["big_mc"], big_tasks, use_cache=str(cache))
-        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion below
+        except BaseException as exc:  # recorded for the assertion below
             errors.append(exc)
 
     worker = threading.Thread(target=first_run)
@@ -187,8 +199,12 @@ def test_crash_mid_benchmark_then_restart_reuses_finished_requests(  # type: ign
         time.sleep(0.05)
     assert worker.is_alive(), "the benchmark finished before the crash could be injected"
     old_pids = vllm_session.process.pids()
-    engine = [p for p in old_pids if "EngineCore" in Path(f"/proc/{p}/cmdline").read_text(
-        errors="replace") or "EngineCore" in Path(f"/proc/{p}/comm").read_text()]
+    engine = [
+        p
+        for p in old_pids
+        if "EngineCore" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")
+        or "EngineCore" in Path(f"/proc/{p}/comm").read_text()
+    ]
     assert engine, "no vLLM engine process found"
     os.kill(engine[0], signal.SIGKILL)
     worker.join(timeout=300)
@@ -206,8 +222,7 @@ def test_crash_mid_benchmark_then_restart_reuses_finished_requests(  # type: ign
     assert not any(pid_alive(p) for p in old_pids)
     out = _evaluate(lm.model_type, args, ["big_mc"], big_tasks, use_cache=str(cache))
     assert len(out["samples"]["big_mc"]) == 200
-    assert all(math.isfinite(float(r[0][0])) for s in out["samples"]["big_mc"]
-               for r in s["resps"])
+    assert all(math.isfinite(float(r[0][0])) for s in out["samples"]["big_mc"] for r in s["resps"])
     # Only the requests not finished before the crash reached the restarted server.
     assert _served_requests(vllm_session) == 800 - done_before
     assert _cache_rows(db) == 800

@@ -93,6 +93,17 @@ def _prompt_and_response(sample: dict[str, Any]) -> tuple[str, str]:
     return prompt, _text(filtered)
 
 
+def _target_text(sample: dict[str, Any]) -> str:
+    """The gold answer as text: for multiple choice, the gold choice rather than its index."""
+    target = sample.get("target", "")
+    args = sample.get("arguments") or []
+    if isinstance(target, int) and not isinstance(target, bool) and 0 <= target < len(args):
+        pair = args[target]
+        if isinstance(pair, list | tuple) and len(pair) > 1 and isinstance(pair[1], str):
+            return pair[1].strip()
+    return _text(target)
+
+
 def _doc_hash(sample: dict[str, Any]) -> str:
     h = sample.get("doc_hash")
     if isinstance(h, str) and h:
@@ -144,7 +155,7 @@ def samples_table(results: dict[str, Any]) -> tuple[pa.Table, list[SampleOutcome
             cols["target_hash"].append(str(s.get("target_hash", "")))
             cols["filter"].append(filt)
             cols["prompt"].append(prompt)
-            cols["target"].append(_text(s.get("target", "")))
+            cols["target"].append(_target_text(s))
             cols["response"].append(response)
             cols["metrics_json"].append(json.dumps(metric_values))
             cols["doc_json"].append(_text(s.get("doc")))

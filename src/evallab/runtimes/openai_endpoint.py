@@ -18,6 +18,7 @@ from evallab.errors import RuntimeLaunchError, SpecError
 from evallab.models import ModelArtifact
 from evallab.runtimes.base import LmEvalModel, RuntimeInfo
 from evallab.runtimes.server import (
+    LOGLIKELIHOOD_TYPES,
     ClientSettings,
     benchmark_output_types,
     lm_eval_model_for,
@@ -156,8 +157,10 @@ class EndpointSession:
             RuntimeLaunchError: a loglikelihood benchmark without a local tokenizer.
         """
         tokenizer = self._tokenizer()
-        types = benchmark_output_types(benchmark)
-        if tokenizer is None and types & {"loglikelihood", "multiple_choice"}:
+        types: set[str] = set()
+        if tokenizer is None or self.model.chat:
+            types = benchmark_output_types(benchmark)
+        if tokenizer is None and types & LOGLIKELIHOOD_TYPES:
             raise RuntimeLaunchError(
                 "loglikelihood tasks need the model's tokenizer locally to count context tokens",
                 value=f"benchmark {benchmark.name!r}",

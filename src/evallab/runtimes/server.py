@@ -466,7 +466,11 @@ class ServerSession:
         Raises:
             RuntimeLaunchError: the benchmark needs prompt logprobs this runtime can't give.
         """
-        types = benchmark_output_types(benchmark, self._spec.include_paths)
+        # Task types matter only to pick the endpoint for chat models and to refuse prompt
+        # scoring; skip indexing lm-eval's task registry otherwise.
+        types: set[str] = set()
+        if self._model.chat or self._spec.refuse_loglikelihood:
+            types = benchmark_output_types(benchmark, self._spec.include_paths)
         if self._spec.refuse_loglikelihood and types & LOGLIKELIHOOD_TYPES:
             raise RuntimeLaunchError(
                 self._spec.refuse_loglikelihood,

@@ -1,0 +1,92 @@
+"""`evallab pins check`, `evallab canary baseline --reset` and `evallab regressions`, end to end."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+
+from checks_seed import add_run, new_campaign, run
+from evallab.canary import CANARY_PROMPTS, CanaryCombo, CanaryOutput, record_canary
+from evallab.checks import find_regressions
+from evallab.spec import ChecksSpec
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def evallab(args: list[str], dsn: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, "COLUMNS": "200", **env}
+    if dsn:
+        full["EVALLAB_DATABASE_URL"] = dsn
+    return subprocess.run([sys.executable, "-m", "evallab.cli", *args], cwd=REPO, env=full,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_pins_check_prints_the_table_and_refuses_unpinned(tmp_path: Path) -> None:
+    ok = tmp_path / "ok.yaml"
+    ok.write_text(
+        f"name: pinned\ntasks_dir: {REPO / 'tasks_custom'}\n"
+        "models:\n  - {name: tiny, source: tiny}\n"
+        "benchmarks:\n  - {name: b, tasks: [demo_mc]}\n"
+    )
+    res = evallab(["pins", "check", str(ok)])
+    assert res.returncode == 0, res.stderr
+    for expected in ("Pins of campaign pinned", "tiny seed=0", "demo_mc", "fingerprint", "lm_eval"):
+        assert expected in res.stdout
+    assert not (tmp_path / ".evallab").exists()  # nothing was built or run
+
+    cache = tmp_path / "hub" / "models--org--model" / "refs"
+    cache.mkdir(parents=True)
+    (cache / "main").write_text("0123456789abcdef0123456789abcdef01234567")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        f"name: floating\ntasks_dir: {REPO / 'tasks_custom'}\n"
+        "models:\n  - {name: m, source: hf, repo: org/model, revision: main}\n"
+        "benchmarks:\n  - {name: b, tasks: [demo_mc]}\n"
+    )
+    res = evallab(["pins", "check", str(bad)], HF_HUB_OFFLINE="1",
+                  HF_HUB_CACHE=str(tmp_path / "hub"))
+    assert res.returncode == 2
+    assert "refused" in res.stdout and "0123456789abcdef0123456789abcdef01234567" in res.stdout
+    assert "1 pin(s) refused" in res.stderr and "model m" in res.stderr
+
+
+def test_regressions_and_canary_reset_commands(migrated_dsn: str) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+
+    async def seed() -> None:
+        conn = await asyncpg.connect(migrated_dsn)
+        try:
+            cid = await new_campaign(conn)
+            for day, value in enumerate([0.50, 0.51, 0.49, 0.50, 0.51, 0.49]):
+                rid = await add_run(conn, cid, started_at=now - timedelta(days=10 - day),
+                                    scores=[("demo_mc", "acc", value)], run_key=f"r{day}")
+                await find_regressions(conn, rid, ChecksSpec())
+            drop = await add_run(conn, cid, started_at=now - timedelta(hours=1),
+                                 scores=[("demo_mc", "acc", 0.31)])
+            await find_regressions(conn, drop, ChecksSpec())
+            combo = CanaryCombo("tiny-a", "evallab/tiny-a", "local:abc", "none", "transformers",
+                                "transformers", "5.24.0", "")
+            outs = [CanaryOutput(p, ("1", "2"), (-0.5, -0.25)) for p, _ in CANARY_PROMPTS]
+            await record_canary(conn, cid, combo, outs)
+        finally:
+            await conn.close()
+
+    run(seed())
+    res = evallab(["regressions", "--days", "30"], migrated_dsn)
+    assert res.returncode == 0, res.stderr
+    assert "tiny-a" in res.stdout and "0.3100" in res.stdout and "0.5000 ± 0.0089" in res.stdout
+
+    res = evallab(["regressions", "--model", "tiny-b"], migrated_dsn)
+    assert res.returncode == 0 and "no regressions in the last 30 days" in res.stdout
+
+    res = evallab(["canary", "baseline"], migrated_dsn)
+    assert res.returncode == 0 and "tiny-a" in res.stdout and "local:abc" in res.stdout
+    res = evallab(["canary", "baseline", "--reset", "--model", "tiny-a"], migrated_dsn)
+    assert res.returncode == 0, res.stderr
+    assert f"retired {len(CANARY_PROMPTS)} baseline row(s)" in res.stdout
+    assert "no current canary baselines" in res.stdout
