@@ -3,7 +3,7 @@
 Seeds a fresh embedded PostgreSQL (the real schema, migrations + views) with a synthetic history
 of 20 models x 30 tasks (5 benchmarks of 6) x 3 metrics every night for 5 years (~183 k runs,
 ~3.3 M scores), the checks' stored results (score_checks, a few repro violations and invalid
-runs) and 90 days of GPU telemetry. Then runs each query the dashboards and alert rules run, with
+runs) and 90 days of GPU telemetry sampled every 2 s (~1.1 M samples). Then runs each query the dashboards and alert rules run, with
 Grafana's macros expanded for the dashboard's default range (last 90 days) and, for
 information, for the whole 5 years. Prints p50/p95 per query.
 
@@ -132,9 +132,9 @@ UPDATE runs SET tags = ARRAY['non_reproducible']
 INSERT INTO telemetry (run_id, ts, gpu_index, temperature_c, power_w, sm_clock_mhz,
                        mem_clock_mhz, memory_used_mb, utilization_pct, throttle_reasons,
                        other_processes)
-SELECT r.run_id, r.started_at + k * interval '30 seconds', 0, 60 + 20 * random(),
+SELECT r.run_id, r.started_at + k * interval '2 seconds', 0, 60 + 20 * random(),
        300 + 300 * random(), 1980, 2619, 60000, 95, '{}', 0
-  FROM runs r, generate_series(0, 7) AS k
+  FROM runs r, generate_series(0, 119) AS k
  WHERE r.started_at > $1::timestamptz;
 """
 

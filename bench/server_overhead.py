@@ -6,7 +6,9 @@ One vLLM (CPU build) server is started through the lab's runtime session. Agains
       default concurrency: one request at a time);
   (b) the lab's run of the same tasks: the session's ``lm_eval_model`` args + the lab's lm-eval
       harness, with concurrency set to lm-eval's default (1) so the two do the same work;
-  (c) the lab's run with the runtime's own concurrency setting.
+  (c) the lab's run with the runtime's own concurrency setting;
+  (d) diagnostic: the session's args through plain ``simple_evaluate`` (no lab harness), which
+      separates the runtime layer's cost from the harness's (request cache, sample logging).
 
 Runs alternate (a, b, c, a, b, c) and the best of each is kept, to damp noise from other load on
 the machine. Prints both times, the ratio b/a (goal <= 1.02) and c/a, and whether scores match.
@@ -86,6 +88,29 @@ def lab_run(session: Any, model: Any, work: Path, concurrency: int) -> dict[str,
     return dict(LmEvalHarness().run(request).results_json)
 
 
+def session_args_only(session: Any, staged: Path) -> dict[str, Any]:
+    """The session's lm_eval_model args through plain ``simple_evaluate`` (no lab harness)."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from evallab.spec import BenchmarkSpec
+
+    session.with_settings(num_concurrent=1)
+    lm = session.lm_eval_model(BenchmarkSpec(name="overhead", tasks=TASKS))
+    out = lm_eval.simple_evaluate(
+        model=lm.model_type,
+        model_args=lm.model_args,
+        tasks=list(TASKS),
+        batch_size=lm.batch_size,
+        task_manager=TaskManager(include_path=str(staged)),
+        random_seed=1234,
+        numpy_random_seed=1234,
+        torch_random_seed=1234,
+        fewshot_random_seed=1234,
+    )
+    return dict(out or {})
+
+
 def main() -> None:
     from evallab.models import resolve_model
     from evallab.runtimes.vllm import VLLMRuntime
@@ -110,28 +135,32 @@ def main() -> None:
     t0 = time.monotonic()
     with VLLMRuntime().start(spec, model, tmp) as session:
         print(f"vLLM server healthy in {time.monotonic() - t0:.1f} s at {session.base_url}")
-        times: dict[str, list[float]] = {"a": [], "b": [], "c": []}
+        times: dict[str, list[float]] = {"a": [], "b": [], "c": [], "d": []}
         scores: dict[str, dict[str, float]] = {}
         for rep in range(REPS):
-            for mode in ("a", "b", "c"):
+            for mode in ("a", "d", "b", "c"):
                 work = tmp / f"{mode}{rep}"
                 start = time.monotonic()
                 with open(os.devnull, "w") as null, contextlib.redirect_stderr(null):
                     if mode == "a":
                         res = plain_lm_eval(session.base_url, model_dir, staged, work)
+                    elif mode == "d":
+                        res = session_args_only(session, staged)
                     else:
                         res = lab_run(session, model, work, 1 if mode == "b" else CONCURRENCY)
                 times[mode].append(time.monotonic() - start)
                 scores[mode] = _scores(res)
                 print(f"  rep {rep} {mode}: {times[mode][-1]:.2f} s")
-    a, b, c = (min(times[m]) for m in ("a", "b", "c"))
+    a, b, c, d = (min(times[m]) for m in ("a", "b", "c", "d"))
     same_b = scores["a"] == scores["b"]
     same_c = scores["a"] == scores["c"]
+    same_d = scores["a"] == scores["d"]
     print(f"(a) plain lm_eval local-completions, concurrency 1: {a:.2f} s")
+    print(f"(d) session args, plain simple_evaluate, conc. 1: {d:.2f} s  ratio d/a {d / a:.3f}")
     print(f"(b) lab harness + session args, concurrency 1:      {b:.2f} s  ratio b/a {b / a:.3f}")
     print(f"(c) lab harness + session args, concurrency {CONCURRENCY}:      {c:.2f} s  "
           f"ratio c/a {c / a:.3f}")  # fmt: skip
-    print(f"scores identical: a==b {same_b}, a==c {same_c}")
+    print(f"scores identical: a==b {same_b}, a==c {same_c}, a==d {same_d}")
     for key in sorted(scores["a"]):
         print(
             f"  {key}: a={scores['a'][key]:.4f} b={scores['b'].get(key)} c={scores['c'].get(key)}"

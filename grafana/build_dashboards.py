@@ -115,12 +115,19 @@ SELECT time,
  ORDER BY time
 """
 
+# Minute rollups below an hour's interval, hourly rollups above: the constant predicates on
+# $__interval_ms let PostgreSQL prune the other branch at plan time.
 GPU_TEMPERATURE_SQL = """
 SELECT date_bin('$__interval'::interval, time, TIMESTAMPTZ '2000-01-01') AS time,
        'GPU ' || gpu_index AS series,
        max(temperature_c) AS temperature_c
-  FROM v_gpu_telemetry
- WHERE $__timeFilter(time)
+  FROM (SELECT time, gpu_index, temperature_c
+          FROM v_gpu_telemetry_1m
+         WHERE $__interval_ms < 3600000 AND $__timeFilter(time)
+        UNION ALL
+        SELECT time, gpu_index, temperature_c
+          FROM v_gpu_telemetry_1h
+         WHERE $__interval_ms >= 3600000 AND $__timeFilter(time)) AS rollup
  GROUP BY 1, 2
  ORDER BY 1
 """

@@ -294,3 +294,38 @@ benchmarks:
         "SELECT r.benchmark FROM runs r JOIN campaigns c USING (campaign_id) WHERE c.name='interrupt' AND r.status='succeeded' ORDER BY 1",
     )
     assert [r["benchmark"] for r in runs] == ["quick", "slow"]
+
+
+def test_runtime_that_fails_to_start_fails_its_group_only(
+    pg_dsn: str, lab_home: Path, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "llama", "hidden_size": "not a number"}')
+    path = campaign_file(
+        tmp_path,
+        "partial",
+        f"""
+models:
+  - {{name: broken, source: local, path: {broken}}}
+  - {{name: tiny-base, source: tiny, seed: 0}}
+benchmarks:
+  - {{name: b, tasks: [demo_mc], limit: 4}}
+""",
+    )
+    proc = cli(["run", str(path)], cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    runs = fetch(
+        pg_dsn,
+        "SELECT r.model_name, r.status, r.status_reason FROM runs r JOIN campaigns c USING (campaign_id) WHERE c.name='partial' ORDER BY 1",
+    )
+    assert [(r["model_name"], r["status"]) for r in runs] == [
+        ("broken", "failed"),
+        ("tiny-base", "succeeded"),
+    ]
+    assert (
+        "could not load the model" in runs[0]["status_reason"]
+        and str(broken) in runs[0]["status_reason"]
+    )
+    [camp] = fetch(pg_dsn, "SELECT status FROM campaigns WHERE name='partial'")
+    assert camp["status"] == "failed"

@@ -24,6 +24,3 @@ SELECT r.started_at, r.run_id, r.campaign_id, r.model_name, r.quant, r.runtime_l
    AND t.flag IN ('non_reproducible', 'canary_drift', 'unpinned')
    AND r.status <> 'invalid';
 
--- Few runs carry tags: this partial index lets the branch above skip the untagged majority.
--- (Idempotent; kept next to the view it serves so the migration files stay untouched.)
-CREATE INDEX IF NOT EXISTS runs_tagged_idx ON runs (started_at) WHERE tags <> '{}'::text[];

@@ -481,7 +481,7 @@ class CampaignGuard:
     def start_session(self, session: Any, model: Any) -> None:
         """Canary the new session and snapshot the runtime version it reports."""
         from evallab.canary import run_canary
-        from evallab.pins import VersionSnapshot, running_runtime, recheck_versions
+        from evallab.pins import VersionSnapshot, recheck_versions, running_runtime
 
         recheck_versions(self.baseline, session=None, gpu=self._gpu_source())
         self.session_snapshot = VersionSnapshot(

@@ -349,7 +349,8 @@ def main() -> None:
     if "--debug" in sys.argv[1:2] or os.environ.get("EVALLAB_DEBUG"):
         _state["debug"] = True
     try:
-        app(standalone_mode=False)
+        # Without standalone mode, typer returns an Exit's code instead of exiting with it.
+        rc = app(standalone_mode=False)
     except LabError as exc:
         if _state["debug"]:
             traceback.print_exc()
@@ -366,6 +367,7 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("[bold red]interrupted[/]: finished runs are kept; re-run with --resume")
         sys.exit(130)
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":

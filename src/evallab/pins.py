@@ -338,6 +338,17 @@ def installed_runtime_version(spec: RuntimeSpec) -> tuple[str, str] | None:
     return package, ""
 
 
+def _same_version(installed: str, pinned: str) -> bool:
+    """Whether ``installed`` satisfies ``==pinned`` (so ``0.32.0`` accepts ``0.32.0+cpu``)."""
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        have, want = Version(installed), Version(pinned)
+    except InvalidVersion:
+        return installed == pinned
+    return have == want if want.local else Version(have.public) == want
+
+
 def _runtime_rows(spec: CampaignSpec) -> list[PinRow]:
     rows = []
     for r in spec.runtimes:
@@ -378,7 +389,7 @@ def _runtime_rows(spec: CampaignSpec) -> list[PinRow]:
                     "not installed (run `evallab runtime install`)",
                 )
             )
-        elif found[1] != str(pinned):
+        elif not _same_version(found[1], str(pinned)):
             rows.append(
                 PinRow(
                     "runtime",

@@ -31,6 +31,7 @@ from evallab.checks import CampaignGuard
 from evallab.environment import EnvironmentInfo, collect_environment
 from evallab.errors import (
     CampaignInterrupted,
+    CanaryDriftError,
     DatabaseError,
     HarnessError,
     LabError,
@@ -632,6 +633,27 @@ class CampaignRunner:
         self.resume = resume
         self.session_hooks = session_hooks or []
 
+    def _fail_group(
+        self,
+        campaign_id: uuid.UUID,
+        model: ModelArtifact,
+        runtime_spec: RuntimeSpec,
+        benchmarks: list[BenchmarkSpec],
+        exc: LabError,
+        outcomes: list[RunOutcome],
+    ) -> None:
+        """Record a failed run, with the reason, for each benchmark of a group that can't run."""
+        for bench in benchmarks:
+            record = _base_record(self.prepared, campaign_id, model, runtime_spec, None, bench)
+            record.status, record.status_reason = "failed", exc.message
+            record.finished_at, record.duration_s = _now(), 0.0
+            run_sync(_ingest(self.dsn, record, [], []))
+            outcome = RunOutcome(
+                record.run_id, model.name, runtime_spec.display, bench.name, "failed", exc.message
+            )
+            outcomes.append(outcome)
+            self.reporter.run_finished(outcome)
+
     def run(self) -> CampaignResult:
         """Run every (model, runtime, benchmark); raise CampaignInterrupted on Ctrl-C."""
         p = self.prepared
@@ -675,8 +697,22 @@ class CampaignRunner:
                         self.reporter.run_finished(skipped)
                 if not todo:
                     continue
-                with open_session(p, model, runtime_spec) as session:
-                    guard.start_session(session, model)  # canary + runtime version snapshot
+                try:
+                    group = open_session(p, model, runtime_spec)
+                    session = group.__enter__()
+                except RuntimeLaunchError as exc:
+                    # The runtime never came up: this group's runs fail, the others still run.
+                    index += len(todo)
+                    self._fail_group(rec.campaign_id, model, runtime_spec, todo, exc, outcomes)
+                    continue
+                with contextlib.ExitStack() as stack:
+                    stack.push(group)
+                    try:
+                        guard.start_session(session, model)  # canary + runtime version snapshot
+                    except CanaryDriftError as exc:
+                        index += len(todo)
+                        self._fail_group(rec.campaign_id, model, runtime_spec, todo, exc, outcomes)
+                        continue
                     for hook in self.session_hooks:
                         hook(session, model, runtime_spec)
                     for bench in todo:

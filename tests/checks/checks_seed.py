@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+
 from evallab.harnesses.base import ScoreRow
 from evallab.store.ingest import ingest_run, insert_campaign
 from evallab.store.records import CampaignRecord, RunRecord
@@ -48,19 +49,43 @@ async def add_run(
 ) -> uuid.UUID:
     rid = uuid.uuid4()
     rec = RunRecord(
-        run_id=rid, campaign_id=campaign_id, run_key=run_key, benchmark=benchmark,
-        model_name=model, model_source="tiny", model_id=f"evallab/{model}",
-        model_revision="local:abc", model_sha256="m" * 64, quant=quant, runtime="transformers",
-        runtime_label=runtime_label, runtime_version="5.24.0", harness="lm_eval",
-        harness_version="0.4.13", tasks=sorted({t for t, _, _ in scores}), seed=1234,
-        generation_config={"max_gen_toks": 8}, lab_version="0.1.0", lab_commit="abc",
-        env_fingerprint=fingerprint, python_version="3.11", hostname="lab", status=status,
-        status_reason=status_reason, started_at=started_at,
-        finished_at=started_at + timedelta(minutes=5), duration_s=300.0, n_samples=600,
-        samples_per_min=samples_per_min, tags=list(tags), gpu_name="Fake GPU 80GB",
+        run_id=rid,
+        campaign_id=campaign_id,
+        run_key=run_key,
+        benchmark=benchmark,
+        model_name=model,
+        model_source="tiny",
+        model_id=f"evallab/{model}",
+        model_revision="local:abc",
+        model_sha256="m" * 64,
+        quant=quant,
+        runtime="transformers",
+        runtime_label=runtime_label,
+        runtime_version="5.24.0",
+        harness="lm_eval",
+        harness_version="0.4.13",
+        tasks=sorted({t for t, _, _ in scores}),
+        seed=1234,
+        generation_config={"max_gen_toks": 8},
+        lab_version="0.1.0",
+        lab_commit="abc",
+        env_fingerprint=fingerprint,
+        python_version="3.11",
+        hostname="lab",
+        status=status,
+        status_reason=status_reason,
+        started_at=started_at,
+        finished_at=started_at + timedelta(minutes=5),
+        duration_s=300.0,
+        n_samples=600,
+        samples_per_min=samples_per_min,
+        tags=list(tags),
+        gpu_name="Fake GPU 80GB",
     )
     await ingest_run(
-        conn, rec, [ScoreRow(t, m, "none", v, 0.01, 100, True) for t, m, v in scores],
+        conn,
+        rec,
+        [ScoreRow(t, m, "none", v, 0.01, 100, True) for t, m, v in scores],
         telemetry=telemetry,
     )
     return rid

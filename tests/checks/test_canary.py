@@ -9,9 +9,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 import torch
+from checks_seed import new_campaign, run
 from safetensors.torch import load_file, save_file
 
-from checks_seed import new_campaign, run
 from evallab.canary import (
     CANARY_PROMPTS,
     CanaryCombo,
@@ -28,13 +28,22 @@ from evallab.spec import TransformersRuntimeSpec
 
 def artifact(path: Path) -> ModelArtifact:
     # Same identity whatever folder it points at: a silent change under a fixed pin.
-    return ModelArtifact(name="tiny", source="local", model_id="evallab/tiny", revision="local:t0",
-                         sha256="0" * 64, path=path, quant="none", chat=False)
+    return ModelArtifact(
+        name="tiny",
+        source="local",
+        model_id="evallab/tiny",
+        revision="local:t0",
+        sha256="0" * 64,
+        path=path,
+        quant="none",
+        chat=False,
+    )
 
 
 def canary_outputs(path: Path, tmp: Path):  # type: ignore[no-untyped-def]
-    session = get_runtime("transformers").start(TransformersRuntimeSpec(kind="transformers"),
-                                                artifact(path), tmp)
+    session = get_runtime("transformers").start(
+        TransformersRuntimeSpec(kind="transformers"), artifact(path), tmp
+    )
     with session:
         return generate_canary(session, artifact(path), seed=1234), session.info
 
@@ -67,8 +76,9 @@ def test_baseline_then_match_then_drift(
     assert [o.prompt_id for o in first] == [p for p, _ in CANARY_PROMPTS]
     assert all(len(o.tokens) >= 1 and o.logprobs for o in first)
     assert [o.output_hash for o in first] == [o.output_hash for o in again]
-    combo = CanaryCombo("tiny", "evallab/tiny", "local:t0", "none", info.kind, info.label,
-                        info.version, "")
+    combo = CanaryCombo(
+        "tiny", "evallab/tiny", "local:t0", "none", info.kind, info.label, info.version, ""
+    )
 
     async def go() -> None:
         conn = await asyncpg.connect(migrated_dsn)
@@ -99,7 +109,9 @@ def test_baseline_then_match_then_drift(
                 (False, True, n + 2 * (n - len(warned.drifted))),
                 (True, None, n),
             ]
-            view = await conn.fetch("SELECT drifted_prompts, recorded_baseline FROM v_canary_checks")
+            view = await conn.fetch(
+                "SELECT drifted_prompts, recorded_baseline FROM v_canary_checks"
+            )
             assert [(r["drifted_prompts"], r["recorded_baseline"]) for r in view] == [
                 (drift_rows, True)
             ]
@@ -129,8 +141,9 @@ def test_run_canary_through_the_runner_entry_point(
 
     cid = run(campaign())
     model = artifact(tiny_model)
-    session = get_runtime("transformers").start(TransformersRuntimeSpec(kind="transformers"),
-                                                model, tmp_path)
+    session = get_runtime("transformers").start(
+        TransformersRuntimeSpec(kind="transformers"), model, tmp_path
+    )
     with session:
         assert run_canary(session, model, dsn=migrated_dsn, campaign_id=cid, policy="off") is None
         first = run_canary(session, model, dsn=migrated_dsn, campaign_id=cid, seed=1)

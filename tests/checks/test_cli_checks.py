@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
-
 from checks_seed import add_run, new_campaign, run
+
 from evallab.canary import CANARY_PROMPTS, CanaryCombo, CanaryOutput, record_canary
 from evallab.checks import find_regressions
 from evallab.spec import ChecksSpec
@@ -18,12 +18,20 @@ from evallab.spec import ChecksSpec
 REPO = Path(__file__).resolve().parents[2]
 
 
-def evallab(args: list[str], dsn: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+def evallab(
+    args: list[str], dsn: str | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
     full = {**os.environ, "COLUMNS": "200", **env}
     if dsn:
         full["EVALLAB_DATABASE_URL"] = dsn
-    return subprocess.run([sys.executable, "-m", "evallab.cli", *args], cwd=REPO, env=full,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "evallab.cli", *args],
+        cwd=REPO,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_pins_check_prints_the_table_and_refuses_unpinned(tmp_path: Path) -> None:
@@ -48,8 +56,9 @@ def test_pins_check_prints_the_table_and_refuses_unpinned(tmp_path: Path) -> Non
         "models:\n  - {name: m, source: hf, repo: org/model, revision: main}\n"
         "benchmarks:\n  - {name: b, tasks: [demo_mc]}\n"
     )
-    res = evallab(["pins", "check", str(bad)], HF_HUB_OFFLINE="1",
-                  HF_HUB_CACHE=str(tmp_path / "hub"))
+    res = evallab(
+        ["pins", "check", str(bad)], HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "hub")
+    )
     assert res.returncode == 2
     assert "refused" in res.stdout and "0123456789abcdef0123456789abcdef01234567" in res.stdout
     assert "1 pin(s) refused" in res.stderr and "model m" in res.stderr
@@ -63,14 +72,28 @@ def test_regressions_and_canary_reset_commands(migrated_dsn: str) -> None:
         try:
             cid = await new_campaign(conn)
             for day, value in enumerate([0.50, 0.51, 0.49, 0.50, 0.51, 0.49]):
-                rid = await add_run(conn, cid, started_at=now - timedelta(days=10 - day),
-                                    scores=[("demo_mc", "acc", value)], run_key=f"r{day}")
+                rid = await add_run(
+                    conn,
+                    cid,
+                    started_at=now - timedelta(days=10 - day),
+                    scores=[("demo_mc", "acc", value)],
+                    run_key=f"r{day}",
+                )
                 await find_regressions(conn, rid, ChecksSpec())
-            drop = await add_run(conn, cid, started_at=now - timedelta(hours=1),
-                                 scores=[("demo_mc", "acc", 0.31)])
+            drop = await add_run(
+                conn, cid, started_at=now - timedelta(hours=1), scores=[("demo_mc", "acc", 0.31)]
+            )
             await find_regressions(conn, drop, ChecksSpec())
-            combo = CanaryCombo("tiny-a", "evallab/tiny-a", "local:abc", "none", "transformers",
-                                "transformers", "5.24.0", "")
+            combo = CanaryCombo(
+                "tiny-a",
+                "evallab/tiny-a",
+                "local:abc",
+                "none",
+                "transformers",
+                "transformers",
+                "5.24.0",
+                "",
+            )
             outs = [CanaryOutput(p, ("1", "2"), (-0.5, -0.25)) for p, _ in CANARY_PROMPTS]
             await record_canary(conn, cid, combo, outs)
         finally:

@@ -17,8 +17,8 @@ from typing import Any
 import asyncpg
 import pytest
 import yaml
-
 from checks_seed import T0, add_run, new_campaign, run
+
 from evallab.checks import find_regressions, find_repro_violations, judge_run_validity
 from evallab.grafana_queries import GrafanaQuery, expand_macros, load_queries
 from evallab.paths import REPO_ROOT
@@ -44,39 +44,85 @@ async def seed(conn: asyncpg.Connection) -> dict[str, Any]:
     cid = await new_campaign(conn)
     checks = ChecksSpec()
     for day, value in enumerate(HISTORY):
-        rid = await add_run(conn, cid, started_at=T0 + timedelta(days=day), run_key=f"a{day}",
-                            scores=[("demo_mc", "acc", value), ("demo_gen", "exact_match", 0.2)])
+        rid = await add_run(
+            conn,
+            cid,
+            started_at=T0 + timedelta(days=day),
+            run_key=f"a{day}",
+            scores=[("demo_mc", "acc", value), ("demo_gen", "exact_match", 0.2)],
+        )
         await find_regressions(conn, rid, checks)
     # A hot run: telemetry from the scripted NVML, judged invalid by the real rule.
-    sampler = TelemetrySampler(FakeNVML(readings=[GpuReading(temperature_c=88.0)]),
-                               clock=Clock(T0 + timedelta(days=8, hours=1)),
-                               allowed_pids=lambda: set())
+    sampler = TelemetrySampler(
+        FakeNVML(readings=[GpuReading(temperature_c=88.0)]),
+        clock=Clock(T0 + timedelta(days=8, hours=1)),
+        allowed_pids=lambda: set(),
+    )
     for _ in range(10):
         sampler.sample()
     reason = judge_run_validity(sampler.rows, checks)
     assert reason is not None
     hot = await add_run(
-        conn, cid, started_at=T0 + timedelta(days=8, hours=1), status="invalid",
-        status_reason=reason, scores=[("demo_mc", "acc", 0.05)], run_key="hot",
-        telemetry=[(r.ts, r.gpu_index, r.temperature_c, r.power_w, r.sm_clock_mhz,
-                    r.mem_clock_mhz, r.memory_used_mb, r.utilization_pct,
-                    list(r.throttle_reasons), r.other_processes) for r in sampler.rows],
+        conn,
+        cid,
+        started_at=T0 + timedelta(days=8, hours=1),
+        status="invalid",
+        status_reason=reason,
+        scores=[("demo_mc", "acc", 0.05)],
+        run_key="hot",
+        telemetry=[
+            (
+                r.ts,
+                r.gpu_index,
+                r.temperature_c,
+                r.power_w,
+                r.sm_clock_mhz,
+                r.mem_clock_mhz,
+                r.memory_used_mb,
+                r.utilization_pct,
+                list(r.throttle_reasons),
+                r.other_processes,
+            )
+            for r in sampler.rows
+        ],
     )
-    regressed = await add_run(conn, cid, started_at=T0 + timedelta(days=9), run_key="a9",
-                              scores=[("demo_mc", "acc", 0.46), ("demo_gen", "exact_match", 0.2)])
+    regressed = await add_run(
+        conn,
+        cid,
+        started_at=T0 + timedelta(days=9),
+        run_key="a9",
+        scores=[("demo_mc", "acc", 0.46), ("demo_gen", "exact_match", 0.2)],
+    )
     assert len(await find_regressions(conn, regressed, checks)) == 1
     # tiny-b: a rerun with identical pins that doesn't reproduce.
-    b1 = await add_run(conn, cid, started_at=T0 + timedelta(days=2), model="tiny-b",
-                       run_key="b", scores=[("demo_mc", "acc", 0.30)])
-    b2 = await add_run(conn, cid, started_at=T0 + timedelta(days=3), model="tiny-b",
-                       run_key="b", scores=[("demo_mc", "acc", 0.33)])
+    b1 = await add_run(
+        conn,
+        cid,
+        started_at=T0 + timedelta(days=2),
+        model="tiny-b",
+        run_key="b",
+        scores=[("demo_mc", "acc", 0.30)],
+    )
+    b2 = await add_run(
+        conn,
+        cid,
+        started_at=T0 + timedelta(days=3),
+        model="tiny-b",
+        run_key="b",
+        scores=[("demo_mc", "acc", 0.33)],
+    )
     assert len(await find_repro_violations(conn, b2, checks.repro_tolerance)) == 1
     return {"hot": hot, "regressed": regressed, "b1": b1, "b2": b2}
 
 
 def expand(q: GrafanaQuery) -> str:
-    return expand_macros(q.sql, time_from=T0 - timedelta(days=1),
-                         time_to=T0 + timedelta(days=30), interval="1h", variables=VARIABLES)
+    return expand_macros(
+        q.sql,
+        time_from=T0 - timedelta(days=1),
+        time_to=T0 + timedelta(days=30),
+        interval="1h",
+        variables=VARIABLES,
+    )
 
 
 def by_source(queries: list[GrafanaQuery], needle: str) -> GrafanaQuery:
@@ -92,15 +138,12 @@ def test_every_panel_variable_and_alert_query_returns_the_seeded_facts(migrated_
     async def go() -> dict[str, list[dict[str, Any]]]:
         conn = await asyncpg.connect(migrated_dsn)
         try:
-            ids = await seed(conn)
-            out = {q.source: [dict(r) for r in await conn.fetch(expand(q))] for q in queries}
-            out["_ids"] = [ids]
-            return out
+            await seed(conn)
+            return {q.source: [dict(r) for r in await conn.fetch(expand(q))] for q in queries}
         finally:
             await conn.close()
 
     rows = run(go())
-    ids = rows["_ids"][0]
     get = lambda needle: rows[by_source(queries, needle).source]  # noqa: E731
 
     assert [r["model_name"] for r in get("variable model")] == ["tiny-a", "tiny-b"]
@@ -169,25 +212,37 @@ def test_panels_only_query_the_views() -> None:
 
 
 def test_committed_files_match_the_generator(tmp_path: Path) -> None:
-    subprocess.run([sys.executable, str(GRAFANA / "build_dashboards.py"), str(tmp_path)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(GRAFANA / "build_dashboards.py"), str(tmp_path)],
+        check=True,
+        capture_output=True,
+    )
     for rel in ("dashboards/evallab-overview.json", "provisioning/alerting/evallab-alerts.yaml"):
         assert (tmp_path / rel).read_text() == (GRAFANA / rel).read_text(), rel
     board = json.loads((GRAFANA / "dashboards/evallab-overview.json").read_text())
     assert board["schemaVersion"] == 41
     targets = [t for p in board["panels"] for t in p["targets"]]
-    assert all(t["editorMode"] == "code" and t["rawQuery"] and t["datasource"]["uid"] == "evallab-pg"
-               for t in targets)
+    assert all(
+        t["editorMode"] == "code" and t["rawQuery"] and t["datasource"]["uid"] == "evallab-pg"
+        for t in targets
+    )
     ds = yaml.safe_load((GRAFANA / "provisioning/datasources/evallab.yaml").read_text())
     assert ds["datasources"][0]["uid"] == "evallab-pg"
     assert ds["datasources"][0]["url"] == "${EVALLAB_PG_HOST}:${EVALLAB_PG_PORT}"
 
 
 def test_macro_expansion_matches_grafana() -> None:
-    sql = ("SELECT 1 WHERE $__timeFilter(time) AND a IN ($model) AND b = '$metric' AND "
-           "c > $__timeFrom() AND d < $__timeTo() AND e = '$__interval' AND f = $__interval_ms")
-    out = expand_macros(sql, time_from=T0, time_to=T0 + timedelta(hours=1), interval="5m",
-                        variables={"model": ["a", "o'b"], "metric": "acc"})
+    sql = (
+        "SELECT 1 WHERE $__timeFilter(time) AND a IN ($model) AND b = '$metric' AND "
+        "c > $__timeFrom() AND d < $__timeTo() AND e = '$__interval' AND f = $__interval_ms"
+    )
+    out = expand_macros(
+        sql,
+        time_from=T0,
+        time_to=T0 + timedelta(hours=1),
+        interval="5m",
+        variables={"model": ["a", "o'b"], "metric": "acc"},
+    )
     assert out == (
         "SELECT 1 WHERE time BETWEEN '2026-01-01T02:00:00Z' AND '2026-01-01T03:00:00Z' AND "
         "a IN ('a','o''b') AND b = 'acc' AND c > '2026-01-01T02:00:00Z' AND "
@@ -195,3 +250,48 @@ def test_macro_expansion_matches_grafana() -> None:
     )
     with pytest.raises(ValueError, match=r"\$task"):
         expand_macros("SELECT $task", time_from=T0, time_to=T0, variables={})
+
+
+def test_telemetry_rollups_follow_ingest_and_survive_reingest(migrated_dsn: str) -> None:
+    from evallab.store.ingest import ingest_run
+
+    async def go() -> list[Any]:
+        conn = await asyncpg.connect(migrated_dsn)
+        try:
+            cid = await new_campaign(conn)
+            samples = [
+                (
+                    T0 + timedelta(seconds=2 * i),
+                    0,
+                    70.0 + i,
+                    300.0,
+                    1980.0,
+                    2619.0,
+                    1000.0,
+                    90.0,
+                    [],
+                    0,
+                )
+                for i in range(45)
+            ]  # 90 s: two minute buckets
+            rid = await add_run(conn, cid, started_at=T0, telemetry=samples)
+            rec = await conn.fetchrow("SELECT * FROM runs WHERE run_id = $1", rid)
+            assert rec is not None
+            # Re-ingest the same run (what `evallab ingest` does after a lost connection).
+            from evallab.store.records import RunRecord
+
+            record = RunRecord(**{c: rec[c] for c in RunRecord.columns()})
+            await ingest_run(conn, record, [], [], samples)
+            return [
+                *await conn.fetch("SELECT time, temperature_c FROM v_gpu_telemetry_1m ORDER BY 1"),
+                *await conn.fetch("SELECT time, temperature_c FROM v_gpu_telemetry_1h"),
+            ]
+        finally:
+            await conn.close()
+
+    rows = run(go())
+    assert [(r["time"], r["temperature_c"]) for r in rows] == [
+        (T0, 99.0),
+        (T0 + timedelta(minutes=1), 114.0),
+        (T0, 114.0),
+    ]

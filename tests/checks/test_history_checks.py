@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import asyncpg
-
 from checks_seed import T0, add_run, new_campaign, run
+
 from evallab.checks import find_regressions, find_repro_violations, list_regressions, mark_invalid
 from evallab.spec import ChecksSpec
 
@@ -16,12 +16,24 @@ HISTORY = [0.50, 0.51, 0.49, 0.505, 0.495, 0.50, 0.51, 0.49]  # mean 0.50, sd ~0
 async def _seed_history(conn: asyncpg.Connection, model: str = "tiny-a") -> None:
     cid = await new_campaign(conn)
     for day, value in enumerate(HISTORY):
-        rid = await add_run(conn, cid, started_at=T0 + timedelta(days=day), model=model,
-                            scores=[("demo_mc", "acc", value)], run_key=f"k{day}")
+        rid = await add_run(
+            conn,
+            cid,
+            started_at=T0 + timedelta(days=day),
+            model=model,
+            scores=[("demo_mc", "acc", value)],
+            run_key=f"k{day}",
+        )
         await find_regressions(conn, rid, ChecksSpec())
     # An invalid run with a terrible score must not drag the history down.
-    bad = await add_run(conn, cid, started_at=T0 + timedelta(days=8, hours=1), model=model,
-                        scores=[("demo_mc", "acc", 0.05)], run_key="bad")
+    bad = await add_run(
+        conn,
+        cid,
+        started_at=T0 + timedelta(days=8, hours=1),
+        model=model,
+        scores=[("demo_mc", "acc", 0.05)],
+        run_key="bad",
+    )
     await mark_invalid(conn, bad, "GPU throttled (hw_thermal_slowdown)")
 
 
@@ -31,8 +43,12 @@ def test_score_far_below_history_is_a_regression(migrated_dsn: str) -> None:
         try:
             await _seed_history(conn)
             cid = await new_campaign(conn)
-            rid = await add_run(conn, cid, started_at=T0 + timedelta(days=9),
-                                scores=[("demo_mc", "acc", 0.46), ("demo_mc", "acc_norm", 0.3)])
+            rid = await add_run(
+                conn,
+                cid,
+                started_at=T0 + timedelta(days=9),
+                scores=[("demo_mc", "acc", 0.46), ("demo_mc", "acc_norm", 0.3)],
+            )
             found = await find_regressions(conn, rid, ChecksSpec())
             assert [(r.task, r.metric, r.value) for r in found] == [("demo_mc", "acc", 0.46)]
             reg = found[0]
@@ -59,20 +75,28 @@ def test_score_within_band_or_short_history_is_silent(migrated_dsn: str) -> None
         try:
             await _seed_history(conn)
             cid = await new_campaign(conn)
-            ok = await add_run(conn, cid, started_at=T0 + timedelta(days=9),
-                               scores=[("demo_mc", "acc", 0.487)])
+            ok = await add_run(
+                conn, cid, started_at=T0 + timedelta(days=9), scores=[("demo_mc", "acc", 0.487)]
+            )
             assert await find_regressions(conn, ok, ChecksSpec()) == []
             # A higher score is never a regression.
-            up = await add_run(conn, cid, started_at=T0 + timedelta(days=10),
-                               scores=[("demo_mc", "acc", 0.7)])
+            up = await add_run(
+                conn, cid, started_at=T0 + timedelta(days=10), scores=[("demo_mc", "acc", 0.7)]
+            )
             assert await find_regressions(conn, up, ChecksSpec()) == []
             # Another model has no history yet: nothing to compare with.
-            fresh = await add_run(conn, cid, started_at=T0 + timedelta(days=10), model="tiny-b",
-                                  scores=[("demo_mc", "acc", 0.01)])
+            fresh = await add_run(
+                conn,
+                cid,
+                started_at=T0 + timedelta(days=10),
+                model="tiny-b",
+                scores=[("demo_mc", "acc", 0.01)],
+            )
             assert await find_regressions(conn, fresh, ChecksSpec()) == []
             # With a minimum history above what exists, the drop is not flagged either.
-            drop = await add_run(conn, cid, started_at=T0 + timedelta(days=11),
-                                 scores=[("demo_mc", "acc", 0.3)])
+            drop = await add_run(
+                conn, cid, started_at=T0 + timedelta(days=11), scores=[("demo_mc", "acc", 0.3)]
+            )
             assert await find_regressions(conn, drop, ChecksSpec(regression_min_history=50)) == []
             checks = await conn.fetchrow(
                 "SELECT history_n, is_regression FROM score_checks WHERE run_id = $1", drop
@@ -89,11 +113,18 @@ def test_rerun_outside_the_repro_window_is_flagged_with_both_values(migrated_dsn
         conn = await asyncpg.connect(migrated_dsn)
         try:
             cid = await new_campaign(conn)
-            first = await add_run(conn, cid, started_at=T0, scores=[("demo_mc", "acc", 0.500),
-                                                                    ("demo_gen", "exact_match", 0.2)])
-            second = await add_run(conn, cid, started_at=T0 + timedelta(hours=1),
-                                   scores=[("demo_mc", "acc", 0.510),
-                                           ("demo_gen", "exact_match", 0.2)])
+            first = await add_run(
+                conn,
+                cid,
+                started_at=T0,
+                scores=[("demo_mc", "acc", 0.500), ("demo_gen", "exact_match", 0.2)],
+            )
+            second = await add_run(
+                conn,
+                cid,
+                started_at=T0 + timedelta(hours=1),
+                scores=[("demo_mc", "acc", 0.510), ("demo_gen", "exact_match", 0.2)],
+            )
             found = await find_repro_violations(conn, second, 0.005)
             assert [(v.task, v.value, v.reference_value, v.reference_run_id) for v in found] == [
                 ("demo_mc", 0.510, 0.500, first)
@@ -117,18 +148,30 @@ def test_rerun_inside_the_window_or_with_other_pins_is_silent(migrated_dsn: str)
         try:
             cid = await new_campaign(conn)
             await add_run(conn, cid, started_at=T0, scores=[("demo_mc", "acc", 0.500)])
-            same = await add_run(conn, cid, started_at=T0 + timedelta(hours=1),
-                                 scores=[("demo_mc", "acc", 0.502)])  # 0.4 % apart
+            same = await add_run(
+                conn, cid, started_at=T0 + timedelta(hours=1), scores=[("demo_mc", "acc", 0.502)]
+            )  # 0.4 % apart
             assert await find_repro_violations(conn, same, 0.005) == []
-            other_key = await add_run(conn, cid, started_at=T0 + timedelta(hours=2),
-                                      scores=[("demo_mc", "acc", 0.6)], run_key="other")
+            other_key = await add_run(
+                conn,
+                cid,
+                started_at=T0 + timedelta(hours=2),
+                scores=[("demo_mc", "acc", 0.6)],
+                run_key="other",
+            )
             assert await find_repro_violations(conn, other_key, 0.005) == []
-            other_env = await add_run(conn, cid, started_at=T0 + timedelta(hours=3),
-                                      scores=[("demo_mc", "acc", 0.6)], fingerprint="e" * 64)
+            other_env = await add_run(
+                conn,
+                cid,
+                started_at=T0 + timedelta(hours=3),
+                scores=[("demo_mc", "acc", 0.6)],
+                fingerprint="e" * 64,
+            )
             assert await find_repro_violations(conn, other_env, 0.005) == []
             # A looser tolerance accepts what the default rejects.
-            far = await add_run(conn, cid, started_at=T0 + timedelta(hours=4),
-                                scores=[("demo_mc", "acc", 0.51)])
+            far = await add_run(
+                conn, cid, started_at=T0 + timedelta(hours=4), scores=[("demo_mc", "acc", 0.51)]
+            )
             assert await find_repro_violations(conn, far, 0.05) == []
             assert await conn.fetchval("SELECT count(*) FROM repro_violations") == 0
         finally:

@@ -33,8 +33,14 @@ def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return cache
 
 
-def campaign(revision: str, *, allow: bool = False, tasks: str = "demo_mc",
-             tasks_dir: Path | None = None, runtimes: list[dict[str, Any]] | None = None) -> Any:
+def campaign(
+    revision: str,
+    *,
+    allow: bool = False,
+    tasks: str = "demo_mc",
+    tasks_dir: Path | None = None,
+    runtimes: list[dict[str, Any]] | None = None,
+) -> Any:
     raw: dict[str, Any] = {
         "name": "pins",
         "allow_unpinned": allow,
@@ -56,22 +62,31 @@ def test_branch_revision_is_resolved_recorded_and_refused(hub_cache: Path) -> No
         verify_pins(campaign("main"), REPO, environment=env, harness_versions=HARNESS)
     assert "model m: requested main, found " + SHA in err.value.message
     assert "allow_unpinned" in err.value.message
-    report = verify_pins(campaign("main"), REPO, environment=env, harness_versions=HARNESS,
-                         raise_on_refusal=False)
+    report = verify_pins(
+        campaign("main"), REPO, environment=env, harness_versions=HARNESS, raise_on_refusal=False
+    )
     row = next(r for r in report.rows if r.kind == "model")
     assert (row.status, row.resolved) == ("refused", SHA)
 
 
 def test_allow_unpinned_accepts_and_marks_the_revision(hub_cache: Path) -> None:
-    report = verify_pins(campaign("main", allow=True), REPO, harness_versions=HARNESS,
-                         environment=collect_environment(gpu=FakeNVML()))
+    report = verify_pins(
+        campaign("main", allow=True),
+        REPO,
+        harness_versions=HARNESS,
+        environment=collect_environment(gpu=FakeNVML()),
+    )
     assert [(r.name, r.status, r.resolved) for r in report.unpinned] == [("m", "unpinned", SHA)]
     assert report.refused == []
 
 
 def test_full_sha_and_local_task_data_are_pinned(hub_cache: Path) -> None:
-    report = verify_pins(campaign(SHA), REPO, harness_versions=HARNESS,
-                         environment=collect_environment(gpu=FakeNVML()))
+    report = verify_pins(
+        campaign(SHA),
+        REPO,
+        harness_versions=HARNESS,
+        environment=collect_environment(gpu=FakeNVML()),
+    )
     assert report.refused == [] and report.unpinned == []
     statuses = {(r.kind, r.name): r.status for r in report.rows}
     assert statuses[("model", "m")] == "ok"
@@ -82,8 +97,12 @@ def test_full_sha_and_local_task_data_are_pinned(hub_cache: Path) -> None:
 
 def test_unresolvable_revision_is_refused(hub_cache: Path) -> None:
     with pytest.raises(PinError, match="can't be resolved"):
-        verify_pins(campaign("v2.0", allow=True), REPO, harness_versions=HARNESS,
-                    environment=collect_environment(gpu=FakeNVML()))
+        verify_pins(
+            campaign("v2.0", allow=True),
+            REPO,
+            harness_versions=HARNESS,
+            environment=collect_environment(gpu=FakeNVML()),
+        )
 
 
 def _task_yaml(folder: Path, revision: str | None) -> Path:
@@ -99,15 +118,23 @@ def _task_yaml(folder: Path, revision: str | None) -> Path:
 def test_hub_dataset_without_a_commit_is_refused(hub_cache: Path, tmp_path: Path) -> None:
     tasks = _task_yaml(tmp_path / "tasks_unpinned", None)
     with pytest.raises(PinError) as err:
-        verify_pins(campaign(SHA, tasks="hub_task", tasks_dir=tasks), REPO,
-                    harness_versions=HARNESS, environment=collect_environment(gpu=FakeNVML()))
+        verify_pins(
+            campaign(SHA, tasks="hub_task", tasks_dir=tasks),
+            REPO,
+            harness_versions=HARNESS,
+            environment=collect_environment(gpu=FakeNVML()),
+        )
     assert f"dataset hub_task: requested (none), found {DATA_SHA}" in err.value.message
 
 
 def test_hub_dataset_pinned_to_a_commit_passes(hub_cache: Path, tmp_path: Path) -> None:
     tasks = _task_yaml(tmp_path / "tasks_pinned", DATA_SHA)
-    report = verify_pins(campaign(SHA, tasks="hub_task", tasks_dir=tasks), REPO,
-                         harness_versions=HARNESS, environment=collect_environment(gpu=FakeNVML()))
+    report = verify_pins(
+        campaign(SHA, tasks="hub_task", tasks_dir=tasks),
+        REPO,
+        harness_versions=HARNESS,
+        environment=collect_environment(gpu=FakeNVML()),
+    )
     assert report.dataset_revisions == {"hub_task": DATA_SHA}
 
 
@@ -119,10 +146,22 @@ def _fake_runtime_venv(root: Path, installed: str) -> None:
     (venv / "bin").mkdir()
     (venv / "bin" / "python").write_text("")
     # Registered under the version the campaign pins: the folder was upgraded behind its back.
-    (root / "registry.json").write_text(json.dumps({"runtimes": [{
-        "kind": "vllm", "package": "vllm", "version": "0.32.0", "path": str(venv),
-        "python": str(venv / "bin" / "python"), "installed_at": "2026-01-01T00:00:00Z",
-    }]}))
+    (root / "registry.json").write_text(
+        json.dumps(
+            {
+                "runtimes": [
+                    {
+                        "kind": "vllm",
+                        "package": "vllm",
+                        "version": "0.32.0",
+                        "path": str(venv),
+                        "python": str(venv / "bin" / "python"),
+                        "installed_at": "2026-01-01T00:00:00Z",
+                    }
+                ]
+            }
+        )
+    )
 
 
 def test_runtime_version_mismatch_names_both_values(
@@ -133,8 +172,9 @@ def test_runtime_version_mismatch_names_both_values(
     _fake_runtime_venv(tmp_path / "runtimes", "0.31.0")
     spec = campaign(SHA, runtimes=[{"kind": "vllm", "version": "0.32.0"}])
     with pytest.raises(PinError) as err:
-        verify_pins(spec, REPO, harness_versions=HARNESS,
-                    environment=collect_environment(gpu=FakeNVML()))
+        verify_pins(
+            spec, REPO, harness_versions=HARNESS, environment=collect_environment(gpu=FakeNVML())
+        )
     assert "runtime vllm==0.32.0: requested 0.32.0, found 0.31.0" in err.value.message
 
 
@@ -145,8 +185,9 @@ def test_matching_runtime_version_passes(
     (tmp_path / "runtimes").mkdir()
     _fake_runtime_venv(tmp_path / "runtimes", "0.32.0")
     spec = campaign(SHA, runtimes=[{"kind": "vllm", "version": "0.32.0"}])
-    report = verify_pins(spec, REPO, harness_versions=HARNESS,
-                         environment=collect_environment(gpu=FakeNVML()))
+    report = verify_pins(
+        spec, REPO, harness_versions=HARNESS, environment=collect_environment(gpu=FakeNVML())
+    )
     row = next(r for r in report.rows if r.kind == "runtime")
     assert (row.status, row.resolved) == ("ok", "0.32.0")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from datetime import UTC, datetime, timedelta
 
@@ -28,7 +29,9 @@ class StepClock:
 def sample(readings: list[GpuReading], n: int, allowed: set[int] | None = None):  # type: ignore[no-untyped-def]
     """Take exactly n samples from a FakeNVML through the real sampler, 2 s apart."""
     sampler = TelemetrySampler(
-        FakeNVML(readings=readings), interval_s=3600, clock=StepClock(2.0),
+        FakeNVML(readings=readings),
+        interval_s=3600,
+        clock=StepClock(2.0),
         allowed_pids=lambda: allowed if allowed is not None else {os.getpid()},
     )
     for _ in range(n):
@@ -99,7 +102,7 @@ def test_background_sampler_collects_first_periodic_and_last_rows() -> None:
     assert len(rows) >= 6  # first + >= 4 periodic + last
     temps = [r.temperature_c for r in rows]
     assert temps == sorted(temps) and temps[0] == 50.0
-    assert all(b.ts >= a.ts for a, b in zip(rows, rows[1:], strict=False))
+    assert all(b.ts >= a.ts for a, b in itertools.pairwise(rows))
 
 
 def test_no_gpu_records_nothing() -> None:

@@ -25,8 +25,14 @@ class FakeHub:
         self.repos[repo] = sha
 
     def _info(self, repo: str) -> dict[str, Any]:
-        return {"id": repo, "modelId": repo, "sha": self.repos[repo], "private": False,
-                "lastModified": "2026-11-20T10:00:00.000Z", "author": repo.split("/")[0]}
+        return {
+            "id": repo,
+            "modelId": repo,
+            "sha": self.repos[repo],
+            "private": False,
+            "lastModified": "2026-11-20T10:00:00.000Z",
+            "author": repo.split("/")[0],
+        }
 
     def handle(self, path: str, query: dict[str, list[str]]) -> tuple[int, Any]:
         self.requests.append(path)

@@ -30,7 +30,9 @@ def artifacts(key: str) -> list[object]:
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
     with get_client(sync_client=True) as client:
-        return list(client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))))
+        return list(
+            client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+        )
 
 
 TWO = """  - {name: mc, tasks: [demo_mc], limit: 5}
@@ -47,10 +49,18 @@ def test_campaign_flow_stores_runs_publishes_artifacts_and_resumes(
     summary = campaign(campaign=str(path))
     assert summary["status"] == "succeeded"
     assert [(r["benchmark"], r["status"], r["skipped"]) for r in summary["runs"]] == [
-        ("mc", "succeeded", False), ("gen", "succeeded", False)]
-    rows = fetch(pg_dsn, "SELECT r.benchmark, r.status, r.raw_path FROM runs r JOIN campaigns c "
-                 "USING (campaign_id) WHERE c.name = 'flow-two' ORDER BY 1")
-    assert [(r["benchmark"], r["status"]) for r in rows] == [("gen", "succeeded"), ("mc", "succeeded")]
+        ("mc", "succeeded", False),
+        ("gen", "succeeded", False),
+    ]
+    rows = fetch(
+        pg_dsn,
+        "SELECT r.benchmark, r.status, r.raw_path FROM runs r JOIN campaigns c "
+        "USING (campaign_id) WHERE c.name = 'flow-two' ORDER BY 1",
+    )
+    assert [(r["benchmark"], r["status"]) for r in rows] == [
+        ("gen", "succeeded"),
+        ("mc", "succeeded"),
+    ]
     [camp] = fetch(pg_dsn, "SELECT status FROM campaigns WHERE name = 'flow-two'")
     assert camp["status"] == "succeeded"
 
@@ -65,8 +75,11 @@ def test_campaign_flow_stores_runs_publishes_artifacts_and_resumes(
     # The same campaign again: both runs already succeeded with the same pins.
     again = campaign(campaign=str(path))
     assert [(r["benchmark"], r["skipped"]) for r in again["runs"]] == [("mc", True), ("gen", True)]
-    n = fetch(pg_dsn, "SELECT count(*) AS n FROM runs r JOIN campaigns c USING (campaign_id) "
-              "WHERE c.name = 'flow-two'")[0]["n"]
+    n = fetch(
+        pg_dsn,
+        "SELECT count(*) AS n FROM runs r JOIN campaigns c USING (campaign_id) "
+        "WHERE c.name = 'flow-two'",
+    )[0]["n"]
     assert n == 2
 
 
@@ -89,19 +102,33 @@ def test_a_benchmark_failing_after_retries_is_recorded_and_others_finish(
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(module, "execute_benchmark", counting)
-    monkeypatch.setattr(module, "benchmark_task",
-                        module.benchmark_task.with_options(retries=1, retry_delay_seconds=0))
-    path = campaign_yaml(tmp_path, "flow-fail", """  - {name: bad, tasks: [broken_mc], limit: 3}
+    monkeypatch.setattr(
+        module,
+        "benchmark_task",
+        module.benchmark_task.with_options(retries=1, retry_delay_seconds=0),
+    )
+    path = campaign_yaml(
+        tmp_path,
+        "flow-fail",
+        """  - {name: bad, tasks: [broken_mc], limit: 3}
   - {name: good, tasks: [demo_gen], limit: 3}
-""", tasks_dir=tasks)
+""",
+        tasks_dir=tasks,
+    )
     state = module.campaign(campaign=str(path), return_state=True)
     assert state.is_failed()
     with pytest.raises(LabError, match="1 run\\(s\\) failed after their retries"):
         state.result()
     assert attempts == ["bad", "bad", "good"]  # one retry, then the next benchmark
-    rows = fetch(pg_dsn, "SELECT r.benchmark, r.status, r.status_reason FROM runs r JOIN campaigns c "
-                 "USING (campaign_id) WHERE c.name = 'flow-fail' ORDER BY 1")
-    assert [(r["benchmark"], r["status"]) for r in rows] == [("bad", "failed"), ("good", "succeeded")]
+    rows = fetch(
+        pg_dsn,
+        "SELECT r.benchmark, r.status, r.status_reason FROM runs r JOIN campaigns c "
+        "USING (campaign_id) WHERE c.name = 'flow-fail' ORDER BY 1",
+    )
+    assert [(r["benchmark"], r["status"]) for r in rows] == [
+        ("bad", "failed"),
+        ("good", "succeeded"),
+    ]
     assert rows[0]["status_reason"]
     [camp] = fetch(pg_dsn, "SELECT status FROM campaigns WHERE name = 'flow-fail'")
     assert camp["status"] == "failed"

@@ -67,7 +67,12 @@ def test_release_campaign_replaces_models_with_the_pinned_release() -> None:
     release = release_campaign(spec, "acme-ai/tiny-chat", SHA2, chat=True)
     [model] = release.models
     assert (model.source, model.repo, model.revision, model.chat, model.name) == (
-        "hf", "acme-ai/tiny-chat", SHA2, True, "tiny-chat")
+        "hf",
+        "acme-ai/tiny-chat",
+        SHA2,
+        True,
+        "tiny-chat",
+    )
     assert model.is_pinned and release.benchmarks == spec.benchmarks
 
 
@@ -112,9 +117,15 @@ def test_webhook_rejects_bad_secrets_and_announces_pushes(
     assert reply.json() == {"status": "announced", "repo": "acme-ai/tiny-chat", "revision": SHA2}
     [release] = emitted
     assert (release.repo_id, release.revision, release.source, release.chat) == (
-        "acme-ai/tiny-chat", SHA2, "webhook", True)
-    assert release.resource == {"prefect.resource.id": "hf.model.acme-ai/tiny-chat",
-                                "prefect.resource.name": "acme-ai/tiny-chat"}
+        "acme-ai/tiny-chat",
+        SHA2,
+        "webhook",
+        True,
+    )
+    assert release.resource == {
+        "prefect.resource.id": "hf.model.acme-ai/tiny-chat",
+        "prefect.resource.name": "acme-ai/tiny-chat",
+    }
     assert release.payload["campaign"] == "deployments/demo.yaml"
 
 
@@ -123,13 +134,22 @@ def test_webhook_rejects_bad_secrets_and_announces_pushes(
     [
         ((DATA / "hf_webhook_discussion.json").read_bytes(), 200, "not a push"),
         ((DATA / "hf_webhook_branch_push.json").read_bytes(), 200, "default branch"),
-        ((DATA / "hf_webhook_push.json").read_bytes().replace(b"acme-ai/tiny-chat", b"other/x"),
-         200, "not on the watch list"),
+        (
+            (DATA / "hf_webhook_push.json").read_bytes().replace(b"acme-ai/tiny-chat", b"other/x"),
+            200,
+            "not on the watch list",
+        ),
         (b"{not json", 400, "not JSON"),
-        (json.dumps({"event": {"action": "update"}, "repo": {"type": "model"}}).encode(), 422,
-         "invalid webhook payload"),
-        ((DATA / "hf_webhook_push.json").read_bytes().replace(b'"version": 3', b'"version": 2'),
-         422, "webhook.version"),
+        (
+            json.dumps({"event": {"action": "update"}, "repo": {"type": "model"}}).encode(),
+            422,
+            "invalid webhook payload",
+        ),
+        (
+            (DATA / "hf_webhook_push.json").read_bytes().replace(b'"version": 3', b'"version": 2'),
+            422,
+            "webhook.version",
+        ),
     ],
 )
 def test_webhook_ignores_or_refuses_what_is_not_a_release(
@@ -151,8 +171,13 @@ def released_events(api_url: str, repo: str, timeout: float = 45) -> list[dict[s
     while True:
         reply = httpx.post(
             f"{api_url}/events/filter",
-            json={"filter": {"event": {"name": ["hf.model.released"]},
-                             "resource": {"id": [f"hf.model.{repo}"]}}, "limit": 50},
+            json={
+                "filter": {
+                    "event": {"name": ["hf.model.released"]},
+                    "resource": {"id": [f"hf.model.{repo}"]},
+                },
+                "limit": 50,
+            },
             timeout=10,
         )
         reply.raise_for_status()
@@ -175,7 +200,8 @@ def test_watch_flow_emits_release_events(pg_dsn: str, tmp_path: Path) -> None:
         assert watch_models(watchlist=str(watchlist), endpoint=hub.url) == []
         hub.push("flowtest/model", SHA2)
         assert watch_models(watchlist=str(watchlist), endpoint=hub.url) == [
-            {"repo": "flowtest/model", "revision": SHA2, "campaign": "deployments/demo.yaml"}]
+            {"repo": "flowtest/model", "revision": SHA2, "campaign": "deployments/demo.yaml"}
+        ]
         assert watch_models(watchlist=str(watchlist), endpoint=hub.url) == []
     [event] = released_events(str(PREFECT_API_URL.value()), "flowtest/model")
     assert event["payload"]["revision"] == SHA2
@@ -192,9 +218,21 @@ def test_webhook_serve_command_emits_the_prefect_event(tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "PREFECT_API_URL": api, "EVALLAB_WEBHOOK_SECRET": SECRET}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "evallab.cli", "webhook", "serve", "--port", str(port),
-         "--watchlist", str(watchlist)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "evallab.cli",
+            "webhook",
+            "serve",
+            "--port",
+            str(port),
+            "--watchlist",
+            str(watchlist),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         url = f"http://127.0.0.1:{port}"
@@ -220,7 +258,10 @@ def test_webhook_serve_refuses_to_start_without_a_secret(tmp_path: Path) -> None
     env = {k: v for k, v in os.environ.items() if k != "EVALLAB_WEBHOOK_SECRET"}
     proc = subprocess.run(
         [sys.executable, "-m", "evallab.cli", "webhook", "serve", "--port", str(free_port())],
-        env=env, capture_output=True, text=True, timeout=120,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert "needs a secret" in proc.stderr and "EVALLAB_WEBHOOK_SECRET" in proc.stderr
