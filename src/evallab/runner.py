@@ -428,9 +428,12 @@ def execute_benchmark(
             try:
                 result = harness.run(request)
             except (HarnessError, RuntimeLaunchError) as second:
+                log_tail = getattr(session, "log_tail", None)
+                tail = log_tail() if callable(log_tail) else ""
                 raise HarnessError(
                     f"benchmark {bench.name!r} failed twice; the runtime crashed each time "
-                    f"({first.what}; then {second.what})",
+                    f"({first.what}; then {second.what})"
+                    + (f". Last lines of the runtime log:\n{tail}" if tail else ""),
                     value=session.info.log_path or session.info.label,
                     fix="read the runtime log named here; lower max_model_len/concurrency",
                 ) from second

@@ -216,7 +216,9 @@ def test_crash_mid_benchmark_then_restart_reuses_finished_requests(  # type: ign
         time.sleep(0.5)
     assert not vllm_session.health()
 
+    url_before = vllm_session.base_url
     vllm_session.restart()
+    assert vllm_session.base_url == url_before  # same port: lm-eval args stay valid
     assert vllm_session.health()
     assert vllm_session.info.extra["restarts"] == 1
     assert not any(pid_alive(p) for p in old_pids)

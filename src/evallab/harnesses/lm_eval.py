@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -19,9 +20,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from evallab.errors import HarnessError, UnknownTaskError
+from evallab.errors import HarnessError, LabError, UnknownTaskError
 from evallab.harnesses import custom_tasks
 from evallab.harnesses.base import HarnessRequest, HarnessResult, SampleOutcome, ScoreRow
+from evallab.runtimes.base import LmEvalModel
 from evallab.spec import BenchmarkSpec
 
 __all__ = ["LmEvalHarness", "parse_metric_key", "parse_results", "samples_table"]
@@ -166,6 +168,136 @@ def samples_table(results: dict[str, Any]) -> tuple[pa.Table, list[SampleOutcome
     return pa.table(cols, schema=schema), outcomes
 
 
+class _BatchedCommitDict:
+    """lm-eval's request cache with commits batched instead of one fsync per request.
+
+    lm-eval opens its cache with ``autocommit=True``: every finished request is a SQLite commit,
+    which costs more than the request itself on a fast server. Here writes are committed every
+    ``every`` writes or ``interval_s`` seconds, and always when a harness call ends or fails, so
+    a crashed server still leaves every finished request in the cache.
+    """
+
+    def __init__(self, path: str, every: int = 512, interval_s: float = 5.0) -> None:
+        from sqlitedict import SqliteDict
+
+        self._db = SqliteDict(path, autocommit=False)
+        self._every = every
+        self._interval = interval_s
+        self._pending = 0
+        self._last = time.monotonic()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._db
+
+    def __getitem__(self, key: str) -> Any:
+        return self._db[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._db[key] = value
+        self._pending += 1
+        if self._pending >= self._every or time.monotonic() - self._last > self._interval:
+            self.commit()
+
+    def commit(self) -> None:
+        self._db.commit()
+        self._pending = 0
+        self._last = time.monotonic()
+
+    def close(self) -> None:
+        self.commit()
+        self._db.close()
+
+
+def _cached_lm(lm: LmEvalModel, cache_path: Path) -> tuple[Any, _BatchedCommitDict]:
+    """The runtime's lm-eval model behind the lab's request cache (finished requests survive)."""
+    from lm_eval.api.registry import get_model
+
+    inner = lm.instance
+    if inner is None:
+        inner = get_model(lm.model_type).create_from_arg_obj(
+            lm.model_args, {"batch_size": lm.batch_size}
+        )
+    store = _BatchedCommitDict(str(cache_path))
+    return _cached_lm_class()(inner, store), store
+
+
+@lru_cache(maxsize=1)
+def _cached_lm_class() -> type:
+    """Build the caching LM class lazily (lm-eval is a heavy import)."""
+    from lm_eval.api.model import LM, CacheHook, hash_args
+
+    class CachedLM(LM):
+        """Serves requests already answered from the cache; sends the rest to ``inner``.
+
+        Requests with sampling are never cached (repeats must differ).
+        """
+
+        def __init__(self, inner: Any, store: _BatchedCommitDict) -> None:
+            super().__init__()
+            self.inner = inner
+            self.store = store
+            hook = CacheHook(None)
+            hook.dbdict = store  # type: ignore[assignment]
+            inner.set_cache_hook(hook)
+
+        def _serve(self, attr: str, requests: list[Any]) -> list[Any]:
+            answers: list[Any] = [None] * len(requests)
+            todo: list[int] = []
+            for i, req in enumerate(requests):
+                sampled = attr == "generate_until" and bool(req.args[1].get("do_sample", False))
+                key = hash_args(attr, req.args)
+                if not sampled and key in self.store:
+                    answers[i] = self.store[key]
+                else:
+                    todo.append(i)
+            if todo:
+                fresh = getattr(self.inner, attr)([requests[i] for i in todo])
+                for i, answer in zip(todo, fresh, strict=True):
+                    answers[i] = answer
+                    self.store[hash_args(attr, requests[i].args)] = answer
+            self.store.commit()
+            return answers
+
+        def loglikelihood(self, requests: list[Any], *args: Any, **kw: Any) -> list[Any]:
+            return self._serve("loglikelihood", requests)
+
+        def loglikelihood_rolling(self, requests: list[Any], *args: Any, **kw: Any) -> list[Any]:
+            return self._serve("loglikelihood_rolling", requests)
+
+        def generate_until(self, requests: list[Any], *args: Any, **kw: Any) -> list[Any]:
+            return self._serve("generate_until", requests)
+
+        def apply_chat_template(self, *args: Any, **kw: Any) -> Any:
+            return self.inner.apply_chat_template(*args, **kw)
+
+        def chat_template(self, *args: Any, **kw: Any) -> Any:
+            return self.inner.chat_template(*args, **kw)
+
+        @property
+        def tokenizer_name(self) -> str:
+            return str(self.inner.tokenizer_name)
+
+        @property
+        def rank(self) -> int:
+            return int(self.inner.rank)
+
+        @property
+        def world_size(self) -> int:
+            return int(self.inner.world_size)
+
+        @property
+        def device(self) -> Any:
+            return getattr(self.inner, "device", None)
+
+        def __getattr__(self, name: str) -> Any:
+            # Anything else (tokenizer, config, get_model_info...) is the runtime model's.
+            if name in {"inner", "store"}:
+                raise AttributeError(name)
+            return getattr(self.inner, name)
+
+    return CachedLM
+
+
 @lru_cache(maxsize=8)
 def _builtin_task_names() -> frozenset[str]:
     from lm_eval.tasks import TaskManager
@@ -273,19 +405,23 @@ class LmEvalHarness:
         }
         if "temperature" in gen_kwargs:
             gen_kwargs["do_sample"] = bool(gen.temperature > 0)
-        cache = request.out_dir / "lm_eval_cache" / "requests"
+        # Runtimes whose servers default to non-neutral sampling (llama.cpp's repeat_penalty
+        # 1.1) ask for neutral settings so every runtime generates under the same rules.
+        gen_kwargs.update(request.session.info.extra.get("generation_overrides") or {})
+        cache = request.out_dir / "lm_eval_cache" / "requests.db"
         cache.parent.mkdir(parents=True, exist_ok=True)
         logging.getLogger("lm_eval").setLevel(logging.WARNING)
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        store: _BatchedCommitDict | None = None
         try:
+            model, store = _cached_lm(lm, cache)
             results = lm_eval.simple_evaluate(
-                model=lm.instance if lm.instance is not None else lm.model_type,
+                model=model,
                 model_args=lm.model_args,
                 tasks=list(bench.tasks),
                 num_fewshot=bench.num_fewshot,
                 batch_size=lm.batch_size,
                 limit=bench.limit,
-                use_cache=str(cache),
                 log_samples=True,
                 gen_kwargs=gen_kwargs or None,
                 task_manager=TaskManager(include_path=str(staged) if staged else None),
@@ -299,12 +435,17 @@ class LmEvalHarness:
             )
         except KeyboardInterrupt:
             raise
+        except LabError:
+            raise
         except Exception as exc:  # lm-eval raises bare Exceptions of many kinds
             raise HarnessError(
                 f"lm-eval failed on benchmark {bench.name!r}: {type(exc).__name__}: {exc}",
                 value=", ".join(bench.tasks),
                 fix="run with --debug for the traceback; check the task config and the runtime",
             ) from exc
+        finally:
+            if store is not None:
+                store.close()
         if results is None:
             raise HarnessError("lm-eval returned no results", value=bench.name, fix="see the logs")
         scores = parse_results(results)

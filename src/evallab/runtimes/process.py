@@ -69,7 +69,9 @@ def check_port_free(host: str, port: int) -> None:
         PortInUseError: the port is taken.
     """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # No SO_REUSEADDR: we want to see exactly what the server's own bind would see.
+        # SO_REUSEADDR as the servers (uvicorn) set it: connections of a server that just died
+        # linger in TIME_WAIT and must not count as "in use", only a live listener does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:
