@@ -32,8 +32,8 @@ demo: $(STAMP)
 	$(BIN)/evallab run deployments/demo.yaml
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench flows blocks scripts
-	$(BIN)/ruff format --check src tests bench flows blocks scripts
+	$(BIN)/ruff check src tests bench flows blocks scripts grafana
+	$(BIN)/ruff format --check src tests bench flows blocks scripts grafana
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

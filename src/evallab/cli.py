@@ -112,7 +112,6 @@ def run(
     from evallab.runner import CampaignRunner, prepare_campaign
     from evallab.spec import load_campaign
 
-    os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     spec, base_dir = load_campaign(campaign)
     with console.status(
@@ -346,6 +345,9 @@ _mount("evallab.cli_prefect", "app", None)
 
 def main() -> None:
     """Console-script entry point: run the app, turning LabErrors into one paragraph."""
+    # lm-eval's own tqdm bars would tear through the rich progress display; the lab draws one
+    # bar per run instead.
+    os.environ.setdefault("TQDM_DISABLE", "1")
     if "--debug" in sys.argv[1:2] or os.environ.get("EVALLAB_DEBUG"):
         _state["debug"] = True
     try:

