@@ -12,7 +12,6 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from conftest import free_port
 
 from evallab.errors import DatabaseError, MigrationError, PortInUseError
 from evallab.harnesses.base import SampleOutcome, ScoreRow
@@ -22,6 +21,12 @@ from evallab.store.embedded import EmbeddedPostgres
 from evallab.store.ingest import ingest_run, insert_campaign
 from evallab.store.migrate import migrate, migration_status
 from evallab.store.records import CampaignRecord, RunRecord
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def run(coro):  # type: ignore[no-untyped-def]

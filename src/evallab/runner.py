@@ -527,10 +527,9 @@ def open_session(
     prepared: PreparedCampaign, model: ModelArtifact, runtime_spec: RuntimeSpec
 ) -> Iterator[RuntimeSession]:
     """Start a runtime session for a group and guarantee it stops (even on Ctrl-C)."""
-    workdir = runs_dir() / "_runtimes"
-    workdir.mkdir(parents=True, exist_ok=True)
-    session = get_runtime(runtime_spec.kind).start(runtime_spec, model, workdir)
-    with session:
+    session = start_session(prepared, model, runtime_spec)
+    with contextlib.ExitStack() as stack:
+        stack.push(session)
         yield session
 
 
@@ -647,12 +646,8 @@ class CampaignRunner:
     ) -> None:
         """Record a failed run, with the reason, for each benchmark of a group that can't run."""
         for bench in benchmarks:
-            record = _base_record(self.prepared, campaign_id, model, runtime_spec, None, bench)
-            record.status, record.status_reason = "failed", exc.message
-            record.finished_at, record.duration_s = _now(), 0.0
-            run_sync(_ingest(self.dsn, record, [], []))
-            outcome = RunOutcome(
-                record.run_id, model.name, runtime_spec.display, bench.name, "failed", exc.message
+            outcome = record_failed_run(
+                self.prepared, campaign_id, model, runtime_spec, None, bench, self.dsn, exc.message
             )
             outcomes.append(outcome)
             self.reporter.run_finished(outcome)
@@ -660,17 +655,7 @@ class CampaignRunner:
     def run(self) -> CampaignResult:
         """Run every (model, runtime, benchmark); raise CampaignInterrupted on Ctrl-C."""
         p = self.prepared
-        rec = CampaignRecord(
-            campaign_id=uuid.uuid4(),
-            name=p.spec.name,
-            spec=p.spec.model_dump(mode="json"),
-            spec_sha256=spec_sha256(p.spec),
-            spec_path=str(p.spec_path),
-            lab_version=__version__,
-            lab_commit=p.environment.lab_commit,
-            started_at=_now(),
-        )
-        run_sync(_start_campaign(self.dsn, rec))
+        rec = begin_campaign(p, self.dsn)
         guard = CampaignGuard(p.spec, self.dsn, rec.campaign_id, gpu_name=p.environment.gpu_name)
         outcomes: list[RunOutcome] = []
         total = p.total_runs
@@ -678,38 +663,25 @@ class CampaignRunner:
         try:
             for model, runtime_spec in p.groups():
                 keys = {b.name: run_key(p, model, runtime_spec, b) for b in p.spec.benchmarks}
-                done = (
-                    run_sync(_succeeded_keys(self.dsn, list(keys.values())))
-                    if self.resume
-                    else set()
-                )
+                done = succeeded_run_keys(self.dsn, list(keys.values())) if self.resume else set()
                 todo = [b for b in p.spec.benchmarks if keys[b.name] not in done]
                 for b in p.spec.benchmarks:
                     if b not in todo:
                         index += 1
-                        skipped = RunOutcome(
-                            uuid.UUID(int=0),
-                            model.name,
-                            runtime_spec.display,
-                            b.name,
-                            "succeeded",
-                            "already succeeded with the same pins",
-                            skipped=True,
-                        )
+                        skipped = skipped_outcome(model, runtime_spec, b)
                         outcomes.append(skipped)
                         self.reporter.run_finished(skipped)
                 if not todo:
                     continue
                 try:
-                    group = open_session(p, model, runtime_spec)
-                    session = group.__enter__()
+                    session = start_session(p, model, runtime_spec)
                 except RuntimeLaunchError as exc:
                     # The runtime never came up: this group's runs fail, the others still run.
                     index += len(todo)
                     self._fail_group(rec.campaign_id, model, runtime_spec, todo, exc, outcomes)
                     continue
                 with contextlib.ExitStack() as stack:
-                    stack.push(group)
+                    stack.push(session)  # stops the runtime however the group ends
                     try:
                         guard.start_session(session, model)  # canary + runtime version snapshot
                     except CanaryDriftError as exc:
@@ -738,9 +710,8 @@ class CampaignRunner:
                         outcomes.append(outcome)
                         self.reporter.run_finished(outcome)
         except KeyboardInterrupt as exc:
-            rec.status, rec.finished_at = "interrupted", _now()
             with contextlib.suppress(DatabaseError):
-                run_sync(_finish_campaign(self.dsn, rec))
+                end_campaign(self.dsn, rec, "interrupted")
             finished = sum(1 for o in outcomes if not o.skipped)
             raise CampaignInterrupted(
                 f"campaign {p.spec.name!r} was interrupted; {finished} finished run(s) are stored "
@@ -749,12 +720,11 @@ class CampaignRunner:
                 fix="re-run the same command with --resume to skip the runs that already succeeded",
             ) from exc
         except BaseException:
-            rec.status, rec.finished_at = "failed", _now()
             with contextlib.suppress(DatabaseError):
-                run_sync(_finish_campaign(self.dsn, rec))
+                end_campaign(self.dsn, rec, "failed")
             raise
-        rec.status = "failed" if any(o.status == "failed" for o in outcomes) else "succeeded"
-        rec.finished_at = _now()
-        run_sync(_finish_campaign(self.dsn, rec))
+        end_campaign(
+            self.dsn, rec, "failed" if any(o.status == "failed" for o in outcomes) else "succeeded"
+        )
         guard.close()
         return CampaignResult(rec.campaign_id, p.spec.name, rec.status, outcomes, guard.notes)
