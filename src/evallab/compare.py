@@ -325,26 +325,25 @@ async def _load_outcomes(
 ) -> dict[UUID, dict[_Key, _Outcomes]]:
     """Per run and (task, metric, filter): outcomes sorted by doc_id.
 
-    Arrays are aggregated server-side so asyncpg decodes one array per group instead of one
-    record per document (10x fewer Python objects on large runs).
+    Reads the stored array sets directly (one row per task and metric, not one per document).
     """
     rows = await conn.fetch(
         """
-        SELECT run_id, task, metric, filter,
-               array_agg(doc_id ORDER BY doc_id) AS ids,
-               array_agg(doc_hash ORDER BY doc_id) AS hashes,
-               array_agg(value ORDER BY doc_id) AS vals
-        FROM sample_outcomes WHERE run_id = ANY($1::uuid[])
-        GROUP BY run_id, task, metric, filter
+        SELECT run_id, task, metric, filter, doc_ids AS ids, doc_hashes AS hashes,
+               "values" AS vals
+        FROM sample_outcome_sets WHERE run_id = ANY($1::uuid[])
         """,
         list(run_ids),
     )
     out: dict[UUID, dict[_Key, _Outcomes]] = {rid: {} for rid in run_ids}
     for r in rows:
+        ids = np.asarray(r["ids"], dtype=np.int64)
+        order = np.argsort(ids, kind="stable")
+        hashes = r["hashes"].split(",") if ids.size else []
         out[r["run_id"]][(r["task"], r["metric"], r["filter"])] = _Outcomes(
-            np.asarray(r["ids"], dtype=np.int64),
-            list(r["hashes"]),
-            np.asarray(r["vals"], dtype=np.float64),
+            ids[order],
+            [hashes[i] for i in order],
+            np.asarray(r["vals"], dtype=np.float64)[order],
         )
     return out
 

@@ -17,7 +17,7 @@ import json
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,7 +49,7 @@ from evallab.runtimes import get_runtime
 from evallab.runtimes.base import RuntimeSession
 from evallab.spec import BenchmarkSpec, CampaignSpec, RuntimeSpec, spec_sha256
 from evallab.store.db import connect, run_sync
-from evallab.store.ingest import finish_campaign, ingest_run, insert_campaign
+from evallab.store.ingest import finish_campaign, ingest_run, insert_campaign, outcomes_table
 from evallab.store.migrate import migrate
 from evallab.store.records import CampaignRecord, RunRecord
 
@@ -244,16 +244,7 @@ def _write_raw(out_dir: Path, result: HarnessResult) -> tuple[Path, str, Path, s
         tmp = samples.with_suffix(".parquet.tmp")
         pq.write_table(result.samples, tmp, compression="zstd")
         tmp.replace(samples)
-        outcomes = pa.table(
-            {
-                "task": [o.task for o in result.outcomes],
-                "doc_id": pa.array([o.doc_id for o in result.outcomes], pa.int64()),
-                "doc_hash": [o.doc_hash for o in result.outcomes],
-                "metric": [o.metric for o in result.outcomes],
-                "filter": [o.filter for o in result.outcomes],
-                "value": pa.array([o.value for o in result.outcomes], pa.float64()),
-            }
-        )
+        outcomes = outcomes_table(result.outcomes)
         pq.write_table(outcomes, out_dir / "outcomes.parquet", compression="zstd")
         results = out_dir / "results.json"
         results.write_text(json.dumps(result.results_json, indent=1, default=str, sort_keys=True))
@@ -302,12 +293,8 @@ def ingest_run_dir(dsn: str, out_dir: Path) -> RunRecord:
             fix="the file was modified; restore it from a backup",
         )
     scores = [ScoreRow(**s) for s in data["scores"]]
-    table = (
-        pq.read_table(out_dir / "outcomes.parquet").to_pylist()
-        if (out_dir / "outcomes.parquet").exists()
-        else []
-    )
-    outcomes = [SampleOutcome(**row) for row in table]
+    parquet = out_dir / "outcomes.parquet"
+    outcomes = pq.read_table(parquet) if parquet.exists() else outcomes_table([])
     run_sync(_ingest(dsn, record, scores, outcomes))
     return record
 
@@ -316,7 +303,7 @@ async def _ingest(
     dsn: str,
     record: RunRecord,
     scores: list[ScoreRow],
-    outcomes: list[SampleOutcome],
+    outcomes: Sequence[SampleOutcome] | pa.Table,
     telemetry: list[tuple[object, ...]] | None = None,
 ) -> None:
     conn = await connect(dsn)
