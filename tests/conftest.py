@@ -8,7 +8,7 @@ import shutil
 import socket
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -95,6 +95,12 @@ def pg_dsn(pg_server: EmbeddedPostgres, lab_home: Path) -> Iterator[str]:
         os.environ.pop("EVALLAB_DATABASE_URL", None)
     else:
         os.environ["EVALLAB_DATABASE_URL"] = old
+
+
+@pytest.fixture(scope="session")
+def make_database(pg_server: EmbeddedPostgres) -> Callable[[str], str]:
+    """Create a migrated database named as given on the session server; returns its DSN."""
+    return lambda name: asyncio.run(_create_db(pg_server, name, migrated=True))
 
 
 @pytest.fixture

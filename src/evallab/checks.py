@@ -526,21 +526,7 @@ class CampaignGuard:
 
     def telemetry_records(self) -> list[tuple[Any, ...]]:
         """The run's telemetry rows in ``telemetry`` column order (after ``run_id``)."""
-        return [
-            (
-                r.ts,
-                r.gpu_index,
-                r.temperature_c,
-                r.power_w,
-                r.sm_clock_mhz,
-                r.mem_clock_mhz,
-                r.memory_used_mb,
-                r.utilization_pct,
-                list(r.throttle_reasons),
-                r.other_processes,
-            )
-            for r in self.rows
-        ]
+        return [r.as_record() for r in self.rows]
 
     def after_ingest(self, run_id: uuid.UUID, status: str) -> list[str]:
         """Repro window and regression checks for a stored run; returns note lines."""

@@ -431,22 +431,8 @@ def execute_benchmark(
         if raise_on_failure:
             shutil.rmtree(out_dir, ignore_errors=True)
             raise
-        record.status = "failed"
-        record.status_reason = exc.message
-        record.finished_at = _now()
         record.duration_s = time.monotonic() - t0
-        _manifest(out_dir, record, [])
-        run_sync(_ingest(dsn, record, [], []))
-        return RunOutcome(
-            record.run_id,
-            model.name,
-            runtime_spec.display,
-            bench.name,
-            "failed",
-            exc.message,
-            raw_dir=out_dir,
-            duration_s=record.duration_s,
-        )
+        return _store_failed(record, out_dir, exc.message, dsn)
     samples, samples_sha, results, results_sha = _write_raw(out_dir, result)
     duration = time.monotonic() - t0
     record.status = "succeeded"
@@ -587,19 +573,25 @@ def record_failed_run(
 ) -> RunOutcome:
     """Store one ``failed`` run with its reason (e.g. after an orchestrator's retries ran out)."""
     record = _base_record(prepared, campaign_id, model, runtime_spec, session, bench)
-    record.status, record.status_reason, record.finished_at = "failed", reason, _now()
     out_dir = runs_dir() / str(record.run_id)
     out_dir.mkdir(parents=True, exist_ok=True)
+    return _store_failed(record, out_dir, reason, dsn)
+
+
+def _store_failed(record: RunRecord, out_dir: Path, reason: str, dsn: str) -> RunOutcome:
+    """Mark ``record`` failed with ``reason``, keep its manifest on disk and ingest it."""
+    record.status, record.status_reason, record.finished_at = "failed", reason, _now()
     _manifest(out_dir, record, [])
     run_sync(_ingest(dsn, record, [], []))
     return RunOutcome(
         record.run_id,
-        model.name,
-        runtime_spec.display,
-        bench.name,
+        record.model_name,
+        record.runtime_label,
+        record.benchmark,
         "failed",
         reason,
         raw_dir=out_dir,
+        duration_s=record.duration_s or 0.0,
     )
 
 

@@ -24,10 +24,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 from evallab.environment import GpuIdentity
 
 if TYPE_CHECKING:
-    import asyncpg
+    pass
 
 __all__ = [
     "SLOWDOWN_REASONS",
+    "TELEMETRY_COLUMNS",
     "THROTTLE_BITS",
     "FakeNVML",
     "GpuReading",
@@ -39,7 +40,6 @@ __all__ = [
     "lab_process_ids",
     "open_nvml",
     "samples_per_min",
-    "store_telemetry",
 ]
 
 #: NVML clock-event ("throttle") reason bits, named as stored in ``telemetry.throttle_reasons``.
@@ -104,6 +104,21 @@ class TelemetryRow:
     throttle_reasons: tuple[str, ...]
     other_processes: int
     other_pids: tuple[int, ...] = ()
+
+    def as_record(self) -> tuple[Any, ...]:
+        """The row's values in :data:`TELEMETRY_COLUMNS` order, after ``run_id``."""
+        return (
+            self.ts,
+            self.gpu_index,
+            self.temperature_c,
+            self.power_w,
+            self.sm_clock_mhz,
+            self.mem_clock_mhz,
+            self.memory_used_mb,
+            self.utilization_pct,
+            list(self.throttle_reasons),
+            self.other_processes,
+        )
 
 
 class NvmlBackend(Protocol):
@@ -361,7 +376,8 @@ def shift_rows(rows: Sequence[TelemetryRow], delta: timedelta) -> list[Telemetry
     return [replace(r, ts=r.ts + delta) for r in rows]
 
 
-_COLUMNS = (
+#: Columns of the ``telemetry`` table, in the order :meth:`TelemetryRow.as_record` follows.
+TELEMETRY_COLUMNS = (
     "run_id",
     "ts",
     "gpu_index",
@@ -374,28 +390,3 @@ _COLUMNS = (
     "throttle_reasons",
     "other_processes",
 )
-
-
-async def store_telemetry(
-    conn: asyncpg.Connection, run_id: Any, rows: Sequence[TelemetryRow]
-) -> int:
-    """COPY a run's telemetry rows into ``telemetry``; returns the number written."""
-    records = [
-        (
-            run_id,
-            r.ts,
-            r.gpu_index,
-            r.temperature_c,
-            r.power_w,
-            r.sm_clock_mhz,
-            r.mem_clock_mhz,
-            r.memory_used_mb,
-            r.utilization_pct,
-            list(r.throttle_reasons),
-            r.other_processes,
-        )
-        for r in rows
-    ]
-    if records:
-        await conn.copy_records_to_table("telemetry", records=records, columns=_COLUMNS)
-    return len(records)

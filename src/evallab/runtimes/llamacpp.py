@@ -22,7 +22,7 @@ from evallab.runtimes.server import (
     ServerSession,
     benchmark_output_types,
 )
-from evallab.runtimes.venvs import InstalledRuntime, InstallRecipe, find_installed
+from evallab.runtimes.venvs import InstallRecipe, find_installed
 from evallab.spec import BenchmarkSpec, LlamaCppRuntimeSpec, RuntimeSpec
 
 __all__ = [
@@ -176,18 +176,6 @@ def llamacpp_command(
     return cmd
 
 
-def _env(venv: InstalledRuntime) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP")
-    }
-    env["VIRTUAL_ENV"] = venv.path
-    env["PATH"] = f"{venv.bin}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
 class LlamaCppRuntime:
     """llama-cpp-python's server from ``<runtimes dir>/llama-cpp-python-<version>``."""
 
@@ -258,7 +246,7 @@ class LlamaCppRuntime:
             kind=self.kind,
             label=spec.display,
             build_command=build,
-            env=_env(venv),
+            env=venv.server_env(),
             host=spec.host,
             port=spec.port,
             health_path="/v1/models",

@@ -7,7 +7,6 @@ environment, health and version endpoints — is unit-tested, and the session it
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from evallab.errors import SpecError
@@ -40,14 +39,7 @@ _SGLANG_QUANTS = frozenset(
 
 def sglang_env(venv: InstalledRuntime) -> dict[str, str]:
     """The server's environment: the lab's minus its Python settings, the venv first on PATH."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP")
-    }
-    env["VIRTUAL_ENV"] = venv.path
-    env["PATH"] = f"{venv.bin}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONUNBUFFERED"] = "1"
+    env = venv.server_env()
     env.setdefault("HF_HUB_OFFLINE", "1")
     return env
 

@@ -114,6 +114,22 @@ class InstalledRuntime:
         """Whether the virtualenv's interpreter is still on disk."""
         return Path(self.python).exists()
 
+    def server_env(self) -> dict[str, str]:
+        """Environment for a server run from this virtualenv.
+
+        The lab's environment minus its own Python settings (which would leak the lab's
+        packages into the server), with this virtualenv first on ``PATH``.
+        """
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP")
+        }
+        env["VIRTUAL_ENV"] = self.path
+        env["PATH"] = f"{self.bin}{os.pathsep}{env.get('PATH', '')}"
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
 
 @contextlib.contextmanager
 def _locked(root: Path) -> Iterator[None]:

@@ -8,7 +8,6 @@ prompts, so the server scores exactly the tokens lm-eval asks about.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from evallab.errors import SpecError
@@ -65,14 +64,7 @@ def _is_cpu_build(spec: VLLMRuntimeSpec) -> bool:
 
 def vllm_env(spec: VLLMRuntimeSpec, venv: InstalledRuntime) -> dict[str, str]:
     """The server's environment: the lab's, minus its Python settings, plus vLLM's knobs."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP")
-    }
-    env["VIRTUAL_ENV"] = venv.path
-    env["PATH"] = f"{venv.bin}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONUNBUFFERED"] = "1"
+    env = venv.server_env()
     # Never reach the hub for a local folder; a pinned model is already on disk.
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("VLLM_NO_USAGE_STATS", "1")

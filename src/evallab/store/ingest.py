@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 from evallab.errors import DatabaseError, StorageError
 from evallab.harnesses.base import SampleOutcome, ScoreRow
 from evallab.store.records import CampaignRecord, RunRecord
+from evallab.telemetry import TELEMETRY_COLUMNS
 
 __all__ = [
     "finish_campaign",
@@ -229,19 +230,7 @@ async def ingest_run(
                 await conn.copy_records_to_table(
                     "telemetry",
                     records=[(run.run_id, *row) for row in telemetry],
-                    columns=[
-                        "run_id",
-                        "ts",
-                        "gpu_index",
-                        "temperature_c",
-                        "power_w",
-                        "sm_clock_mhz",
-                        "mem_clock_mhz",
-                        "memory_used_mb",
-                        "utilization_pct",
-                        "throttle_reasons",
-                        "other_processes",
-                    ],
+                    columns=list(TELEMETRY_COLUMNS),
                 )
     except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
         raise DatabaseError(
