@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import shutil
 import socket
@@ -18,7 +19,7 @@ from evallab.harnesses.base import SampleOutcome, ScoreRow
 from evallab.paths import SQL_DIR
 from evallab.store.db import connect, redact
 from evallab.store.embedded import EmbeddedPostgres
-from evallab.store.ingest import ingest_run, insert_campaign
+from evallab.store.ingest import _upsert_sql, ingest_run, insert_campaign, register_codecs
 from evallab.store.migrate import migrate, migration_status
 from evallab.store.records import CampaignRecord, RunRecord
 
@@ -157,6 +158,10 @@ def test_migrations_from_empty_and_edited_migration_refused(fresh_dsn: str, tmp_
     run(go())
 
 
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def test_ingest_twice_creates_no_duplicates(migrated_dsn: str) -> None:
     async def go() -> None:
         conn = await connect(migrated_dsn)
@@ -165,7 +170,7 @@ def test_ingest_twice_creates_no_duplicates(migrated_dsn: str) -> None:
             rec = make_run(cid)
             scores = [ScoreRow("t", "acc", "none", 0.5, 0.1, 4, True)]
             outcomes = [
-                SampleOutcome("t", i, f"h{i}", "acc", "none", float(i % 2)) for i in range(4)
+                SampleOutcome("t", i, sha(f"doc{i}"), "acc", "none", float(i % 2)) for i in range(4)
             ]
             await ingest_run(conn, rec, scores, outcomes)
             await ingest_run(conn, rec, scores, outcomes)
@@ -174,15 +179,135 @@ def test_ingest_twice_creates_no_duplicates(migrated_dsn: str) -> None:
             assert await conn.fetchval("SELECT count(*) FROM sample_outcomes") == 4
             assert await conn.fetchval("SELECT sum(value) FROM sample_outcomes") == 2.0
             assert await conn.fetchval("SELECT count(*) FROM sample_outcome_sets") == 1
-            odd = [SampleOutcome("t", 9, 'we"ird{hash} \\', "acc", "none", float("nan"))]
-            await ingest_run(conn, rec, scores, odd)
+            nan = [SampleOutcome("t", 9, sha("doc9"), "acc", "none", float("nan"))]
+            await ingest_run(conn, rec, scores, nan)
             [row] = await conn.fetch("SELECT doc_id, doc_hash, value FROM sample_outcomes")
-            assert row["doc_id"] == 9 and row["doc_hash"] == 'we"ird{hash} \\'
+            assert row["doc_id"] == 9 and row["doc_hash"] == sha("doc9")
             assert row["value"] != row["value"]  # NaN survives the round trip
-            comma = [SampleOutcome("t", 1, "a,b", "acc", "none", 1.0)]
-            with pytest.raises(StorageError, match="comma"):
-                await ingest_run(conn, rec, scores, comma)
-            assert await conn.fetchval("SELECT count(*) FROM sample_outcomes") == 1  # untouched
+        finally:
+            await conn.close()
+
+    run(go())
+
+
+def test_outcome_sets_round_trip_interleaved_rows(migrated_dsn: str) -> None:
+    """Rows as a harness emits them (metrics and tasks interleaved per document) come back intact.
+
+    The sets group by (task, metric, filter), keep each document's hash, id and value together,
+    and keep the harness's document order within a set.
+    """
+    tasks, metrics = ("arc", "gsm"), (("acc", "none"), ("acc_norm", "none"), ("em", "strict"))
+    outcomes = [
+        SampleOutcome(task, doc, sha(f"{task}/{doc}"), metric, filt, doc * 0.5 + len(metric))
+        for doc in (7, 3, 11, 0, 5)
+        for task in tasks
+        for metric, filt in metrics
+    ]
+
+    async def go() -> None:
+        conn = await connect(migrated_dsn)
+        try:
+            rec = make_run(await seed_campaign(conn))
+            await ingest_run(conn, rec, outcomes=outcomes)
+            assert await conn.fetchval(
+                "SELECT count(*) FROM sample_outcome_sets WHERE run_id = $1", rec.run_id
+            ) == len(tasks) * len(metrics)
+            stored = await conn.fetch(
+                "SELECT task, doc_id, doc_hash, metric, filter, value FROM sample_outcomes "
+                "WHERE run_id = $1",
+                rec.run_id,
+            )
+            assert sorted(tuple(r) for r in stored) == sorted(
+                (o.task, o.doc_id, o.doc_hash, o.metric, o.filter, o.value) for o in outcomes
+            )
+            order = await conn.fetchval(
+                "SELECT doc_ids FROM sample_outcome_sets "
+                "WHERE run_id = $1 AND task = 'gsm' AND metric = 'em'",
+                rec.run_id,
+            )
+            assert order == [7, 3, 11, 0, 5]
+            packed = await conn.fetchval(
+                "SELECT doc_hashes FROM sample_outcome_sets "
+                "WHERE run_id = $1 AND task = 'arc' AND metric = 'acc'",
+                rec.run_id,
+            )
+            assert packed == b"".join(bytes.fromhex(sha(f"arc/{d}")) for d in (7, 3, 11, 0, 5))
+        finally:
+            await conn.close()
+
+    run(go())
+
+
+@pytest.mark.parametrize(
+    ("doc_id", "doc_hash", "expected"),
+    [
+        (4, "a,b", "not a sha256 hex digest"),
+        (5, "", "not a sha256 hex digest"),
+        (6, "z" * 64, "not a sha256 hex digest"),
+        (7, "ab" * 33, "not a sha256 hex digest"),
+        (2**31, "ab" * 32, "32-bit integer doc_id"),
+    ],
+)
+def test_unstorable_outcome_is_refused_before_writing(
+    migrated_dsn: str, doc_id: int, doc_hash: str, expected: str
+) -> None:
+    async def go() -> None:
+        conn = await connect(migrated_dsn)
+        try:
+            rec = make_run(await seed_campaign(conn))
+            good = [SampleOutcome("t", i, sha(str(i)), "acc", "none", 1.0) for i in range(3)]
+            await ingest_run(conn, rec, outcomes=good)
+            bad = [*good, SampleOutcome("t", doc_id, doc_hash, "acc", "none", 1.0)]
+            with pytest.raises(StorageError, match=expected) as exc:
+                await ingest_run(conn, rec, outcomes=bad)
+            assert str(doc_id) in (exc.value.value or "")
+            # The earlier ingest of this run is untouched.
+            assert (
+                await conn.fetchval(
+                    "SELECT count(*) FROM sample_outcomes WHERE run_id = $1", rec.run_id
+                )
+                == 3
+            )
+        finally:
+            await conn.close()
+
+    run(go())
+
+
+def test_packed_hash_migration_keeps_stored_outcomes(fresh_dsn: str, tmp_path: Path) -> None:
+    """Outcomes written under the comma-joined text layout read back the same after migrating."""
+    older = tmp_path / "older"
+    older.mkdir()
+    for f in sorted((SQL_DIR / "migrations").glob("*.sql")):
+        if f.name < "0005":
+            shutil.copy(f, older / f.name)
+    hashes = [sha(f"d{i}") for i in range(3)]
+
+    async def go() -> None:
+        conn = await connect(fresh_dsn)
+        try:
+            await migrate(conn, older)
+            rec = make_run(await seed_campaign(conn))
+            await register_codecs(conn)
+            await conn.execute(_upsert_sql("runs", RunRecord.columns(), "run_id"), *rec.values())
+            await conn.execute(
+                "INSERT INTO sample_outcome_sets VALUES ($1, 't', 'acc', 'none', $2, $3, $4)",
+                rec.run_id,
+                [2, 0, 1],
+                ",".join(hashes),
+                [1.0, 0.0, 0.5],
+            )
+            applied = await migrate(conn)
+            assert [m.version for m in applied] == [5]
+            rows = await conn.fetch(
+                "SELECT doc_id, doc_hash, value FROM sample_outcomes WHERE run_id = $1",
+                rec.run_id,
+            )
+            assert [tuple(r) for r in rows] == [
+                (2, hashes[0], 1.0),
+                (0, hashes[1], 0.0),
+                (1, hashes[2], 0.5),
+            ]
         finally:
             await conn.close()
 
@@ -204,7 +329,7 @@ def test_failed_ingest_leaves_no_partial_rows(migrated_dsn: str) -> None:
                 ScoreRow("t", "acc", "none", 1.0, 0.0, 1),
                 ScoreRow("t", "acc", "none", 0.0, 0.0, 1),
             ]
-            outcomes = [SampleOutcome("t", 1, "h", "acc", "none", 1.0)]
+            outcomes = [SampleOutcome("t", 1, sha("h"), "acc", "none", 1.0)]
             with pytest.raises(DatabaseError) as exc:
                 await ingest_run(conn, rec, dup, outcomes)
             assert str(rec.run_id) in exc.value.message

@@ -24,6 +24,7 @@ import numpy.typing as npt
 
 from evallab.errors import ComparisonError
 from evallab.stats import PairedResult, is_binary, paired_compare
+from evallab.store.outcome_sets import unpack_digests
 
 __all__ = [
     "CampaignMatrix",
@@ -313,7 +314,7 @@ async def resolve_run(conn: asyncpg.Connection, selector: str | Selector) -> Run
 @dataclass
 class _Outcomes:
     doc_ids: npt.NDArray[np.int64]
-    doc_hashes: list[str]
+    doc_hashes: npt.NDArray[np.void]
     values: npt.NDArray[np.float64]
 
 
@@ -339,10 +340,9 @@ async def _load_outcomes(
     for r in rows:
         ids = np.asarray(r["ids"], dtype=np.int64)
         order = np.argsort(ids, kind="stable")
-        hashes = r["hashes"].split(",") if ids.size else []
         out[r["run_id"]][(r["task"], r["metric"], r["filter"])] = _Outcomes(
             ids[order],
-            [hashes[i] for i in order],
+            unpack_digests(r["hashes"])[order],
             np.asarray(r["vals"], dtype=np.float64)[order],
         )
     return out
@@ -357,9 +357,7 @@ def _mismatch(a: _Outcomes, b: _Outcomes) -> str | None:
             f"different documents: {a.doc_ids.size} vs {b.doc_ids.size} scored, "
             f"{only_a} only in A, {only_b} only in B"
         )
-    ha = np.asarray(a.doc_hashes, dtype=object)
-    hb = np.asarray(b.doc_hashes, dtype=object)
-    bad = np.flatnonzero(ha != hb)
+    bad = np.flatnonzero(a.doc_hashes != b.doc_hashes)
     if bad.size:
         first = ", ".join(str(int(a.doc_ids[i])) for i in bad[:5])
         return (

@@ -12,10 +12,10 @@ from typing import Any
 
 import asyncpg
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from evallab.errors import DatabaseError, StorageError
+from evallab.errors import DatabaseError
 from evallab.harnesses.base import SampleOutcome, ScoreRow
+from evallab.store.outcome_sets import SET_COLUMNS, copy_stream, outcome_sets
 from evallab.store.records import CampaignRecord, RunRecord
 from evallab.telemetry import TELEMETRY_COLUMNS
 
@@ -110,76 +110,6 @@ def outcomes_table(outcomes: Sequence[SampleOutcome] | pa.Table) -> pa.Table:
     )
 
 
-def _braced(joined: pa.Array) -> list[str]:
-    return ["{" + text + "}" for text in joined.to_pylist()]
-
-
-def _outcome_sets(table: pa.Table) -> list[list[str]]:
-    """Group outcomes by (task, metric, filter) into columns of array literals.
-
-    Built with vectorised Arrow kernels and parsed by PostgreSQL in one statement: several times
-    faster than encoding hundreds of thousands of Python objects one by one.
-
-    Returns:
-        Six parallel columns: task, metric, filter, ids literal, joined hashes, values literal.
-
-    Raises:
-        StorageError: a document hash is empty or holds a comma (they are stored joined by commas).
-    """
-    if table.num_rows == 0:
-        return [[] for _ in range(6)]
-    hashes = table.column("doc_hash")
-    if (
-        pc.any(pc.match_substring(hashes, ",")).as_py()
-        or pc.any(pc.equal(pc.utf8_length(hashes), 0)).as_py()
-    ):
-        bad = (
-            table.filter(
-                pc.or_(pc.match_substring(hashes, ","), pc.equal(pc.utf8_length(hashes), 0))
-            )
-            .slice(0, 1)
-            .to_pylist()[0]
-        )
-        raise StorageError(
-            "a document hash is empty or holds a comma, which the outcome store can't keep",
-            value=f"{bad['task']}/{bad['metric']} doc {bad['doc_id']}: {bad['doc_hash']!r}",
-            fix="use hex digests for doc_hash (the harnesses' sha256 hex does)",
-        )
-    # Sort by (task, metric, filter), then cut the columns at the key changes: cheaper than a
-    # hash group-by that materialises list columns of strings.
-    keys = pc.binary_join_element_wise(
-        table.column("task"), table.column("metric"), table.column("filter"), "\x1f"
-    ).combine_chunks()
-    order = pc.sort_indices(keys)
-    ends = pc.run_end_encode(keys.take(order), run_end_type=pa.int32()).run_ends
-    offsets = pa.concat_arrays([pa.array([0], pa.int32()), ends])
-    firsts = pc.take(order, offsets[:-1])
-    head = table.take(firsts)
-
-    def joined(column: pa.ChunkedArray, as_text: bool = False) -> pa.Array:
-        values = column.combine_chunks().take(order)
-        if as_text:
-            values = pc.cast(values, pa.string())
-        return pc.binary_join(pa.ListArray.from_arrays(offsets, values), ",")
-
-    return [
-        head.column("task").to_pylist(),
-        head.column("metric").to_pylist(),
-        head.column("filter").to_pylist(),
-        _braced(joined(table.column("doc_id"), as_text=True)),
-        joined(table.column("doc_hash")).to_pylist(),
-        _braced(joined(table.column("value"), as_text=True)),
-    ]
-
-
-_INSERT_SETS = """
-INSERT INTO sample_outcome_sets (run_id, task, metric, filter, doc_ids, doc_hashes, "values")
-SELECT $1, t.task, t.metric, t.filter, t.ids::integer[], t.hashes, t.vals::float8[]
-FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
-     AS t (task, metric, filter, ids, hashes, vals)
-"""
-
-
 async def ingest_run(
     conn: asyncpg.Connection,
     run: RunRecord,
@@ -201,7 +131,9 @@ async def ingest_run(
         StorageError: an outcome can't be stored as given; nothing was written.
     """
     columns = RunRecord.columns()
-    sets = _outcome_sets(outcomes_table(outcomes))  # validated before anything is written
+    rows = outcomes_table(outcomes)
+    # Built (and validated) before anything is written.
+    sets = outcome_sets(run.run_id, rows) if rows.num_rows else None
     try:
         await register_codecs(conn)
         async with conn.transaction():
@@ -224,8 +156,13 @@ async def ingest_run(
                         "higher_is_better",
                     ],
                 )
-            if sets[0]:
-                await conn.execute(_INSERT_SETS, run.run_id, *sets)
+            if sets is not None:
+                await conn.copy_to_table(
+                    "sample_outcome_sets",
+                    source=copy_stream(sets),
+                    format="binary",
+                    columns=list(SET_COLUMNS),
+                )
             if telemetry:
                 await conn.copy_records_to_table(
                     "telemetry",
