@@ -11,35 +11,25 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
-import tempfile
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from _support import bench_campaign, bench_run, doc_sha256, scratch_postgres
 
 from evallab.compare import compare_runs
 from evallab.harnesses.base import SampleOutcome, ScoreRow
 from evallab.stats import paired_bootstrap
-from evallab.store.embedded import EmbeddedPostgres
 from evallab.store.ingest import ingest_run, insert_campaign
 from evallab.store.migrate import migrate
-from evallab.store.records import CampaignRecord, RunRecord
 
 N_DOCS = 100_000
 RESAMPLES = 10_000
 NAIVE_DOCS, NAIVE_RESAMPLES = 2_000, 200
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def naive_bootstrap(a: list[float], b: list[float], resamples: int, seed: int = 0) -> list[float]:
@@ -61,14 +51,11 @@ async def _seed(dsn: str, raw_dir: Path, a: np.ndarray, b: np.ndarray) -> list[u
     conn = await asyncpg.connect(dsn)
     try:
         await migrate(conn)
-        cid = uuid.uuid4()
-        now = datetime.now(UTC)
-        await insert_campaign(
-            conn,
-            CampaignRecord(cid, "bench", {}, "0" * 64, "bench.yaml", "0.1.0", "x", now),
-        )
+        campaign = bench_campaign()
+        await insert_campaign(conn, campaign)
+        cid = campaign.campaign_id
         ids = []
-        hashes = [f"{i:064x}" for i in range(N_DOCS)]
+        hashes = [doc_sha256(i) for i in range(N_DOCS)]
         for name, values in (("base", a), ("candidate", b)):
             run_id = uuid.uuid4()
             raw = raw_dir / f"{run_id}.parquet"
@@ -86,34 +73,7 @@ async def _seed(dsn: str, raw_dir: Path, a: np.ndarray, b: np.ndarray) -> list[u
                 ),
                 raw,
             )
-            rec = RunRecord(
-                run_id=run_id,
-                campaign_id=cid,
-                run_key=name,
-                benchmark="bench",
-                model_name=name,
-                model_source="tiny",
-                model_id=name,
-                model_revision="r",
-                model_sha256="0" * 64,
-                quant="none",
-                runtime="transformers",
-                runtime_label="transformers",
-                runtime_version="5",
-                harness="lm_eval",
-                harness_version="0.4.13",
-                tasks=["bench_task"],
-                seed=0,
-                generation_config={},
-                lab_version="0.1.0",
-                lab_commit="x",
-                env_fingerprint="0",
-                python_version="3.11",
-                hostname="bench",
-                status="succeeded",
-                started_at=now,
-                raw_path=str(raw),
-            )
+            rec = bench_run(cid, name, run_id=run_id, raw_path=str(raw))
             outcomes = [
                 SampleOutcome("bench_task", i, hashes[i], "acc", "none", float(v))
                 for i, v in enumerate(values)
@@ -143,20 +103,15 @@ def main() -> None:
     flip = rng.random(N_DOCS) < 0.05
     b[flip] = (rng.random(int(flip.sum())) < 0.6).astype(np.float64)
 
-    with tempfile.TemporaryDirectory(prefix="evallab-bench-") as tmp:
-        server = EmbeddedPostgres(Path(tmp) / "pg", port=_free_port())
-        dsn = server.start()
-        try:
-            t0 = time.perf_counter()
-            run_a, run_b = asyncio.run(_seed(dsn, Path(tmp), a, b))
-            print(f"seeded 2 x {N_DOCS:,} outcomes in {time.perf_counter() - t0:.1f} s")
-            asyncio.run(_compare(dsn, run_a, run_b))  # warm-up: imports, plan cache
-            walls = []
-            for _ in range(3):
-                wall, cmp = asyncio.run(_compare(dsn, run_a, run_b))
-                walls.append(wall)
-        finally:
-            server.stop()
+    with scratch_postgres() as (dsn, tmp):
+        t0 = time.perf_counter()
+        run_a, run_b = asyncio.run(_seed(dsn, tmp, a, b))
+        print(f"seeded 2 x {N_DOCS:,} outcomes in {time.perf_counter() - t0:.1f} s")
+        asyncio.run(_compare(dsn, run_a, run_b))  # warm-up: imports, plan cache
+        walls = []
+        for _ in range(3):
+            wall, cmp = asyncio.run(_compare(dsn, run_a, run_b))
+            walls.append(wall)
 
     row = cmp.rows[0]  # type: ignore[attr-defined]
     r = row.result

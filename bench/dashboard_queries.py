@@ -17,18 +17,14 @@ Goal: every query's p95 <= 50 ms at the dashboard's default range.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
 import statistics
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import asyncpg
+from _support import scratch_postgres
 
 from evallab.grafana_queries import expand_macros, load_queries
-from evallab.store.embedded import EmbeddedPostgres
 from evallab.store.migrate import migrate
 
 NIGHTS = 5 * 365 + 1
@@ -165,12 +161,6 @@ JOIN scores s ON s.run_id = l.run_id
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def _time(conn: asyncpg.Connection, sql: str, reps: int = REPS) -> tuple[float, float, int]:
     rows = await conn.fetch(sql)  # warm-up (plan + cache)
     await conn.fetch(sql)
@@ -253,11 +243,6 @@ async def main(dsn: str) -> float:
 
 
 if __name__ == "__main__":
-    home = Path(tempfile.mkdtemp(prefix="evallab-bench-pg-"))
-    server = EmbeddedPostgres(home, port=_free_port())
-    try:
-        worst = asyncio.run(main(server.start()))
-    finally:
-        server.stop()
-        shutil.rmtree(home, ignore_errors=True)
+    with scratch_postgres() as (dsn, _):
+        worst = asyncio.run(main(dsn))
     print(f"RESULT dashboard_query_p95_max {worst:.1f} ms goal <= {GOAL_MS:.0f}")

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import asyncpg
 import pyarrow.parquet as pq
 import pytest
 
 from evallab.runner import CampaignRunner, prepare_campaign
 from evallab.spec import load_campaign
-
-REPO = Path(__file__).resolve().parents[1]
-EVALLAB = [sys.executable, "-m", "evallab.cli"]
+from tests.helpers import EVALLAB, REPO, evallab, fetch
 
 
 def campaign_file(tmp_path: Path, name: str, body: str) -> Path:
@@ -37,26 +32,6 @@ models:
 """
 
 
-def cli(
-    args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 600
-) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "TQDM_DISABLE": "1", **(env or {})}
-    return subprocess.run(
-        [*EVALLAB, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
-    )
-
-
-def fetch(dsn: str, sql: str, *args: object) -> list[asyncpg.Record]:
-    async def go() -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(dsn)
-        try:
-            return list(await conn.fetch(sql, *args))
-        finally:
-            await conn.close()
-
-    return asyncio.run(go())
-
-
 def test_campaign_lands_in_postgres_with_provenance(
     pg_dsn: str, lab_home: Path, tmp_path: Path
 ) -> None:
@@ -69,7 +44,7 @@ benchmarks:
   - {name: demo, tasks: [demo_mc, demo_gen], limit: 40}
 """,
     )
-    proc = cli(["run", str(path)], cwd=tmp_path)
+    proc = evallab(["run", str(path)], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "demo_mc" in proc.stdout and "exact_match" in proc.stdout and "succeeded" in proc.stdout
 
@@ -124,7 +99,9 @@ benchmarks:
         scores[("demo_mc", "acc", "none")]["value"]
     )
 
-    listed = cli(["results", "--json", "--model", "tiny-base", "--campaign", "e2e"], cwd=tmp_path)
+    listed = evallab(
+        ["results", "--json", "--model", "tiny-base", "--campaign", "e2e"], cwd=tmp_path
+    )
     assert listed.returncode == 0, listed.stderr
     rows = json.loads(listed.stdout)
     assert {(r["task"], r["metric"]) for r in rows} >= {
@@ -133,7 +110,7 @@ benchmarks:
     }
     assert all(r["run_id"] == str(run["run_id"]) for r in rows)
     assert (
-        cli(["results", "--task", "demo_gen", "--campaign", "e2e"], cwd=tmp_path).stdout.count(
+        evallab(["results", "--task", "demo_gen", "--campaign", "e2e"], cwd=tmp_path).stdout.count(
             "exact_match"
         )
         == 1
@@ -185,14 +162,14 @@ def test_bad_campaigns_fail_clearly_without_rows(
 ) -> None:
     before = fetch(pg_dsn, "SELECT count(*) AS n FROM campaigns")[0]["n"]
     path = campaign_file(tmp_path, "bad", TINY + body)
-    proc = cli(["run", str(path)], cwd=tmp_path)
+    proc = evallab(["run", str(path)], cwd=tmp_path)
     assert proc.returncode == 2
     text = " ".join(proc.stderr.split())
     for needle in expect:
         assert needle in text
     assert "Traceback" not in proc.stderr
     assert fetch(pg_dsn, "SELECT count(*) AS n FROM campaigns")[0]["n"] == before
-    debug = cli(["--debug", "run", str(path)], cwd=tmp_path)
+    debug = evallab(["--debug", "run", str(path)], cwd=tmp_path)
     assert debug.returncode == 2 and "Traceback" in debug.stderr
 
 
@@ -209,7 +186,7 @@ benchmarks:
   - {name: b, tasks: [demo_mc], limit: 2}
 """,
     )
-    proc = cli(["run", str(path)], cwd=tmp_path)
+    proc = evallab(["run", str(path)], cwd=tmp_path)
     assert proc.returncode == 2
     assert "/nonexistent/model" in proc.stderr and "does not exist" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -217,7 +194,7 @@ benchmarks:
     ok = campaign_file(
         tmp_path, "deaddb", TINY + "benchmarks:\n  - {name: b, tasks: [demo_mc], limit: 2}\n"
     )
-    dead = cli(
+    dead = evallab(
         ["run", str(ok)],
         cwd=tmp_path,
         env={"EVALLAB_DATABASE_URL": "postgresql://x:pw@127.0.0.1:1/none"},
@@ -288,7 +265,7 @@ benchmarks:
     stored = {str(r["run_id"]) for r in fetch(pg_dsn, "SELECT run_id FROM runs")}
     assert all(d.name in stored for d in run_dirs), "an unfinished run left its folder behind"
     # --resume skips the finished run and completes the rest.
-    resumed = cli(["run", "--resume", str(path)], cwd=tmp_path)
+    resumed = evallab(["run", "--resume", str(path)], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "skipped" in resumed.stdout
     runs = fetch(
@@ -315,7 +292,7 @@ benchmarks:
   - {{name: b, tasks: [demo_mc], limit: 4}}
 """,
     )
-    proc = cli(["run", str(path)], cwd=tmp_path)
+    proc = evallab(["run", str(path)], cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr[-2000:]
     runs = fetch(
         pg_dsn,

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,24 +11,7 @@ from checks_seed import add_run, new_campaign, run
 from evallab.canary import CANARY_PROMPTS, CanaryCombo, CanaryOutput, record_canary
 from evallab.checks import find_regressions
 from evallab.spec import ChecksSpec
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def evallab(
-    args: list[str], dsn: str | None = None, **env: str
-) -> subprocess.CompletedProcess[str]:
-    full = {**os.environ, "COLUMNS": "200", **env}
-    if dsn:
-        full["EVALLAB_DATABASE_URL"] = dsn
-    return subprocess.run(
-        [sys.executable, "-m", "evallab.cli", *args],
-        cwd=REPO,
-        env=full,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+from tests.helpers import REPO, evallab
 
 
 def test_pins_check_prints_the_table_and_refuses_unpinned(tmp_path: Path) -> None:
@@ -57,7 +37,8 @@ def test_pins_check_prints_the_table_and_refuses_unpinned(tmp_path: Path) -> Non
         "benchmarks:\n  - {name: b, tasks: [demo_mc]}\n"
     )
     res = evallab(
-        ["pins", "check", str(bad)], HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "hub")
+        ["pins", "check", str(bad)],
+        env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")},
     )
     assert res.returncode == 2
     assert "refused" in res.stdout and "0123456789abcdef0123456789abcdef01234567" in res.stdout
@@ -100,16 +81,16 @@ def test_regressions_and_canary_reset_commands(migrated_dsn: str) -> None:
             await conn.close()
 
     run(seed())
-    res = evallab(["regressions", "--days", "30"], migrated_dsn)
+    res = evallab(["regressions", "--days", "30"], dsn=migrated_dsn)
     assert res.returncode == 0, res.stderr
     assert "tiny-a" in res.stdout and "0.3100" in res.stdout and "0.5000 ± 0.0089" in res.stdout
 
-    res = evallab(["regressions", "--model", "tiny-b"], migrated_dsn)
+    res = evallab(["regressions", "--model", "tiny-b"], dsn=migrated_dsn)
     assert res.returncode == 0 and "no regressions in the last 30 days" in res.stdout
 
-    res = evallab(["canary", "baseline"], migrated_dsn)
+    res = evallab(["canary", "baseline"], dsn=migrated_dsn)
     assert res.returncode == 0 and "tiny-a" in res.stdout and "local:abc" in res.stdout
-    res = evallab(["canary", "baseline", "--reset", "--model", "tiny-a"], migrated_dsn)
+    res = evallab(["canary", "baseline", "--reset", "--model", "tiny-a"], dsn=migrated_dsn)
     assert res.returncode == 0, res.stderr
     assert f"retired {len(CANARY_PROMPTS)} baseline row(s)" in res.stdout
     assert "no current canary baselines" in res.stdout

@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from tests.flows.conftest import REPO, campaign_yaml
+from tests.helpers import fetch
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
-
-
-def fetch(dsn: str, sql: str, *args: object) -> list[asyncpg.Record]:
-    async def go() -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(dsn)
-        try:
-            return list(await conn.fetch(sql, *args))
-        finally:
-            await conn.close()
-
-    return asyncio.run(go())
 
 
 def artifacts(key: str) -> list[object]:

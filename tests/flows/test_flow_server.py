@@ -3,7 +3,6 @@ and a campaign whose flow process is SIGKILLed resumes without duplicates or orp
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -14,26 +13,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 
 from evallab.runtimes.process import group_pids
 from tests.flows.conftest import REPO, PrefectServer, campaign_yaml, stop_process
+from tests.helpers import EVALLAB, fetch
 
 pytestmark = [pytest.mark.prefect_server, pytest.mark.slow]
-EVALLAB = [sys.executable, "-m", "evallab.cli"]
-
-
-def fetch(dsn: str, sql: str, *args: object) -> list[asyncpg.Record]:
-    async def go() -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(dsn)
-        try:
-            return list(await conn.fetch(sql, *args))
-        finally:
-            await conn.close()
-
-    return asyncio.run(go())
 
 
 def lab_env(server: PrefectServer, pg_dsn: str, lab_home: Path) -> dict[str, str]:

