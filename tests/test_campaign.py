@@ -47,6 +47,9 @@ benchmarks:
     proc = evallab(["run", str(path)], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "demo_mc" in proc.stdout and "exact_match" in proc.stdout and "succeeded" in proc.stdout
+    # One rich bar per run; lm-eval's own tqdm bars (which ignore TQDM_DISABLE) stay quiet.
+    assert "Running loglikelihood requests" not in proc.stdout + proc.stderr
+    assert "Running generate_until requests" not in proc.stdout + proc.stderr
 
     [camp] = fetch(pg_dsn, "SELECT * FROM campaigns WHERE name = 'e2e'")
     assert camp["status"] == "succeeded" and camp["finished_at"] is not None

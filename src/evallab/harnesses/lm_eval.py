@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -251,7 +252,16 @@ def _cached_lm_class() -> type:
                 else:
                     todo.append(i)
             if todo:
-                fresh = getattr(self.inner, attr)([requests[i] for i in todo])
+                method = getattr(self.inner, attr)
+                # lm-eval's models pass ``disable`` to tqdm explicitly, which overrides
+                # TQDM_DISABLE; the lab's CLI draws its own bar, so ask them directly.
+                quiet = os.environ.get("TQDM_DISABLE", "") not in ("", "0", "false", "False")
+                kwargs = (
+                    {"disable_tqdm": True}
+                    if quiet and "disable_tqdm" in inspect.signature(method).parameters
+                    else {}
+                )
+                fresh = method([requests[i] for i in todo], **kwargs)
                 for i, answer in zip(todo, fresh, strict=True):
                     answers[i] = answer
                     self.store[hash_args(attr, requests[i].args)] = answer
