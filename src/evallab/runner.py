@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from evallab import __version__
 from evallab.checks import CampaignGuard
+from evallab.diskfull import describe_space, is_disk_full
 from evallab.environment import EnvironmentInfo, collect_environment
 from evallab.errors import (
     CampaignInterrupted,
@@ -40,7 +41,13 @@ from evallab.errors import (
     StorageError,
 )
 from evallab.harnesses import get_harness
-from evallab.harnesses.base import HarnessRequest, HarnessResult, SampleOutcome, ScoreRow
+from evallab.harnesses.base import (
+    Harness,
+    HarnessRequest,
+    HarnessResult,
+    SampleOutcome,
+    ScoreRow,
+)
 from evallab.harnesses.custom_tasks import tasks_commit, tasks_sha256
 from evallab.models import ModelArtifact, resolve_model, sha256_file
 from evallab.paths import runs_dir
@@ -367,6 +374,53 @@ def _base_record(
     )
 
 
+def _run_harness(
+    harness: Harness, request: HarnessRequest, session: RuntimeSession, bench: BenchmarkSpec
+) -> HarnessResult:
+    """Run the harness; a runtime that crashed under it is restarted and the run retried once."""
+    try:
+        return harness.run(request)
+    except (HarnessError, RuntimeLaunchError) as first:
+        if session.health():
+            raise
+        session.restart()
+        try:
+            return harness.run(request)
+        except (HarnessError, RuntimeLaunchError) as second:
+            log_tail = getattr(session, "log_tail", None)
+            tail = log_tail() if callable(log_tail) else ""
+            raise HarnessError(
+                f"benchmark {bench.name!r} failed twice; the runtime crashed each time "
+                f"({first.what}; then {second.what})"
+                + (f". Last lines of the runtime log:\n{tail}" if tail else ""),
+                value=session.info.log_path or session.info.label,
+                fix="read the runtime log named here; lower max_model_len/concurrency",
+            ) from second
+
+
+@contextlib.contextmanager
+def _full_disk_stops_campaign(out_dir: Path, record: RunRecord) -> Iterator[None]:
+    """Turn a full disk met while writing a run into one clear error, and drop the partial run.
+
+    A full disk fails every later run as well, so this stops the campaign instead of recording a
+    failed run (whose manifest couldn't be written anyway). Finished runs are already stored.
+    """
+    try:
+        yield
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        shutil.rmtree(out_dir, ignore_errors=True)
+        raise StorageError(
+            f"the disk holding the runs folder is full ({describe_space(out_dir.parent)}); "
+            f"run {record.model_name} · {record.runtime_label} · {record.benchmark} was "
+            "discarded, the runs finished before it are stored",
+            value=out_dir.parent,
+            fix="free space there or point EVALLAB_RUNS_DIR at a disk with room, then re-run "
+            "the same command with --resume to skip the runs that already succeeded",
+        ) from exc
+
+
 def execute_benchmark(
     prepared: PreparedCampaign,
     campaign_id: uuid.UUID,
@@ -389,7 +443,6 @@ def execute_benchmark(
     """
     record = _base_record(prepared, campaign_id, model, runtime_spec, session, bench)
     out_dir = runs_dir() / str(record.run_id)
-    out_dir.mkdir(parents=True, exist_ok=True)
     harness = get_harness(bench.harness)
     if guard is not None:
         harness = guard.wrap(harness)  # GPU telemetry sampled while the harness runs
@@ -404,36 +457,20 @@ def execute_benchmark(
     )
     t0 = time.monotonic()
     result: HarnessResult | None = None
-    try:
+    with _full_disk_stops_campaign(out_dir, record):
+        out_dir.mkdir(parents=True, exist_ok=True)
         try:
-            result = harness.run(request)
-        except (HarnessError, RuntimeLaunchError) as first:
-            if session.health():
-                raise
-            # The server died under us: restart it and retry once.
-            session.restart()
-            try:
-                result = harness.run(request)
-            except (HarnessError, RuntimeLaunchError) as second:
-                log_tail = getattr(session, "log_tail", None)
-                tail = log_tail() if callable(log_tail) else ""
-                raise HarnessError(
-                    f"benchmark {bench.name!r} failed twice; the runtime crashed each time "
-                    f"({first.what}; then {second.what})"
-                    + (f". Last lines of the runtime log:\n{tail}" if tail else ""),
-                    value=session.info.log_path or session.info.label,
-                    fix="read the runtime log named here; lower max_model_len/concurrency",
-                ) from second
-    except KeyboardInterrupt:
-        shutil.rmtree(out_dir, ignore_errors=True)
-        raise
-    except LabError as exc:
-        if raise_on_failure:
+            result = _run_harness(harness, request, session, bench)
+        except KeyboardInterrupt:
             shutil.rmtree(out_dir, ignore_errors=True)
             raise
-        record.duration_s = time.monotonic() - t0
-        return _store_failed(record, out_dir, exc.message, dsn)
-    samples, samples_sha, results, results_sha = _write_raw(out_dir, result)
+        except LabError as exc:
+            if raise_on_failure or is_disk_full(exc):
+                shutil.rmtree(out_dir, ignore_errors=True)
+                raise
+            record.duration_s = time.monotonic() - t0
+            return _store_failed(record, out_dir, exc.message, dsn)
+        samples, samples_sha, results, results_sha = _write_raw(out_dir, result)
     duration = time.monotonic() - t0
     record.status = "succeeded"
     record.finished_at = _now()
@@ -451,7 +488,8 @@ def execute_benchmark(
         if invalid_reason:
             record.status, record.status_reason = "invalid", invalid_reason
         telemetry = guard.telemetry_records()
-    _manifest(out_dir, record, result.scores)
+    with _full_disk_stops_campaign(out_dir, record):
+        _manifest(out_dir, record, result.scores)
     run_sync(_ingest(dsn, record, result.scores, result.outcomes, telemetry))
     return RunOutcome(
         record.run_id,
