@@ -19,7 +19,7 @@ import asyncpg
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from _support import bench_campaign, bench_run, doc_sha256, scratch_postgres
+from benchlib import bench_campaign, bench_run, doc_sha256, scratch_postgres
 
 from evallab.compare import compare_runs
 from evallab.harnesses.base import SampleOutcome, ScoreRow

@@ -22,7 +22,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-from _support import scratch_postgres
+from benchlib import scratch_postgres
 
 from evallab.grafana_queries import expand_macros, load_queries
 from evallab.store.migrate import migrate

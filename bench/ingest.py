@@ -13,7 +13,7 @@ import statistics
 import time
 
 import asyncpg
-from _support import bench_campaign, bench_run, doc_sha256, scratch_postgres
+from benchlib import bench_campaign, bench_run, doc_sha256, scratch_postgres
 
 from evallab.harnesses.base import SampleOutcome, ScoreRow
 from evallab.store.ingest import ingest_run, insert_campaign, outcomes_table

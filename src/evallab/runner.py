@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -243,8 +243,16 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _write_raw(out_dir: Path, result: HarnessResult) -> tuple[Path, str, Path, str]:
-    """Write samples (Parquet) and results (JSON) atomically; return paths and sha256s."""
+class _RawOutputs(NamedTuple):
+    samples: Path
+    samples_sha256: str
+    results: Path
+    results_sha256: str
+    outcomes: pa.Table  # what outcomes.parquet holds; ingest reuses it instead of rebuilding
+
+
+def _write_raw(out_dir: Path, result: HarnessResult) -> _RawOutputs:
+    """Write samples and outcomes (Parquet) and results (JSON); return paths and sha256s."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         samples = out_dir / "samples.parquet"
@@ -261,7 +269,7 @@ def _write_raw(out_dir: Path, result: HarnessResult) -> tuple[Path, str, Path, s
             value=out_dir,
             fix="free disk space or point EVALLAB_RUNS_DIR at a writable folder with room",
         ) from exc
-    return samples, sha256_file(samples), results, sha256_file(results)
+    return _RawOutputs(samples, sha256_file(samples), results, sha256_file(results), outcomes)
 
 
 def _manifest(out_dir: Path, record: RunRecord, scores: list[ScoreRow]) -> None:
@@ -470,15 +478,15 @@ def execute_benchmark(
                 raise
             record.duration_s = time.monotonic() - t0
             return _store_failed(record, out_dir, exc.message, dsn)
-        samples, samples_sha, results, results_sha = _write_raw(out_dir, result)
+        raw = _write_raw(out_dir, result)
     duration = time.monotonic() - t0
     record.status = "succeeded"
     record.finished_at = _now()
     record.duration_s = duration
     record.n_samples = result.n_samples
     record.samples_per_min = result.n_samples / (duration / 60) if duration > 0 else None
-    record.raw_path, record.raw_sha256 = str(samples), samples_sha
-    record.results_path, record.results_sha256 = str(results), results_sha
+    record.raw_path, record.raw_sha256 = str(raw.samples), raw.samples_sha256
+    record.results_path, record.results_sha256 = str(raw.results), raw.results_sha256
     record.dataset_revisions = result.dataset_revisions
     record.task_hashes = result.task_hashes
     telemetry: list[tuple[object, ...]] = []
@@ -490,7 +498,7 @@ def execute_benchmark(
         telemetry = guard.telemetry_records()
     with _full_disk_stops_campaign(out_dir, record):
         _manifest(out_dir, record, result.scores)
-    run_sync(_ingest(dsn, record, result.scores, result.outcomes, telemetry))
+    run_sync(_ingest(dsn, record, result.scores, raw.outcomes, telemetry))
     return RunOutcome(
         record.run_id,
         model.name,
