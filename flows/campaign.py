@@ -1,91 +1,111 @@
-"""The campaign flow: one flow run per campaign, wiring the steps of :mod:`evallab.runner`.
+"""The campaign flow: the lab's campaign engine (:mod:`evallab.campaign`) run as a Prefect DAG.
 
-Per (model, runtime) group the DAG is::
-
-    verify pins → fetch model @sha → start runtime → canary → benchmark x N → stop runtime
-
-(each benchmark task runs the harness, writes raw outputs and ingests them in one transaction).
-The runtime starts once per group and its benchmarks share it. Retries, timeouts and cache keys
-live on the ``@task`` declarations below. Cache keys are scoped to the flow run: a retried flow
-run reuses what already finished, while a *new* run of the same campaign is resumed from the
-database (runs whose ``run_key`` already succeeded are skipped), which also survives a killed
-worker. Nothing here decides anything a plain ``evallab run`` wouldn't: the logic is in the
-library.
+Wiring only. The engine decides the order of steps and what every failure leads to; this module
+says how a step runs under Prefect: as a task named for the step (``verify-pins``,
+``fetch-model``, ``plan``, ``open-campaign``, ``start-runtime``, ``canary``, ``evaluate``,
+``ingest``, ``stop-runtime``, ``close-campaign``), with the policy's retries declared on it (only
+transient errors are retried, and each retry logs why), and with the GPU held — through a Prefect
+global concurrency limit per GPU — only around a group's runtime start, canary and evaluations.
+Pin checks, downloads, and waiting for their retries hold no GPU.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
 import socket
 import uuid
-from datetime import timedelta
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect import Flow, flow, get_run_logger, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.context import TaskRunContext
+from prefect.client.schemas.objects import FlowRun, State, TaskRun
+from prefect.concurrency.sync import concurrency
+from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
 
 from blocks.lab import apply_worker_settings, results_database
-from evallab.checks import CampaignGuard
-from evallab.errors import EnvironmentChangedError, LabError
-from evallab.models import ModelArtifact, resolve_model
-from evallab.paths import REPO_ROOT
-from evallab.pins import PinReport, verify_pins
-from evallab.runner import (
-    PreparedCampaign,
+from evallab.campaign import (
+    DEFAULT_POLICY,
+    CampaignEngine,
+    CampaignResult,
+    DriverInfo,
+    FailurePolicy,
     RunOutcome,
-    begin_campaign,
-    end_campaign,
-    execute_benchmark,
-    prepare_campaign,
-    record_failed_run,
-    run_key,
-    skipped_outcome,
-    start_session,
-    succeeded_run_keys,
+    Step,
+    retry_message,
+    run_campaign,
 )
-from evallab.runtimes.base import RuntimeSession
-from evallab.spec import BenchmarkSpec, CampaignSpec, ModelSpec, RuntimeSpec, load_campaign
-from evallab.store.records import CampaignRecord
+from evallab.campaign.publish import publish_report, report_dir
+from evallab.errors import LabError
+from evallab.paths import REPO_ROOT
+from evallab.spec import CampaignSpec, load_campaign
+from evallab.store import campaigns as campaign_store
 from evallab.watch import release_campaign
 
-__all__ = ["CampaignFailed", "CampaignSummary", "campaign", "submit_campaign"]
+__all__ = [
+    "DEPLOYMENT",
+    "CampaignFailed",
+    "CampaignFile",
+    "CampaignSummary",
+    "PrefectExecutor",
+    "campaign",
+    "campaign_id_for",
+    "gpu_limit_name",
+    "submit_campaign",
+]
 
 T = TypeVar("T")
 
 DEPLOYMENT = "campaign/campaign"
+_CAMPAIGN_NS = uuid.UUID("6d1f0c52-8a53-4c1e-9a41-0c7a3e2b5d10")
+#: Seconds a GPU slot's lease lives without renewal (a killed flow frees its GPU after this).
+GPU_LEASE_S = float(os.environ.get("EVALLAB_GPU_LEASE_S", "60"))
+
+#: Per-step task timeouts (seconds): generous, they only catch a hung step.
+_TIMEOUTS = {
+    Step.VERIFY_PINS: 900,
+    Step.FETCH_MODEL: 6 * 3600,
+    Step.PLAN: 900,
+    Step.START_RUNTIME: 3600,
+    Step.CANARY: 1800,
+    Step.EVALUATE: 24 * 3600,
+    Step.INGEST: 1800,
+    Step.STOP_RUNTIME: 300,
+}
 
 
-# ------------------------------------------------------------------------------ cache keys
+def _campaign_choices() -> dict[str, str]:
+    folder = REPO_ROOT / "deployments"
+    files = sorted(p for p in folder.glob("*.y*ml") if p.is_file()) if folder.is_dir() else []
+    return {re.sub(r"\W", "_", p.stem): f"deployments/{p.name}" for p in files} or {
+        "demo": "deployments/demo.yaml"
+    }
 
 
-def _scoped(context: TaskRunContext, *parts: object) -> str:
-    """A cache key valid inside one flow run (its retries reuse finished work)."""
-    digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-    return f"{context.task_run.flow_run_id}-{context.task.name}-{digest[:32]}"
+#: The campaigns in ``deployments/``: the UI's form offers them as a list.
+CampaignFile = Enum("CampaignFile", _campaign_choices(), type=str)  # type: ignore[misc]
 
 
-def _pins_key(context: TaskRunContext, params: dict[str, Any]) -> str:
-    return _scoped(context, params["spec"].model_dump(mode="json"), str(params["base_dir"]))
+_DEFAULT_CAMPAIGN = next(iter(CampaignFile))
 
 
-def _model_key(context: TaskRunContext, params: dict[str, Any]) -> str:
-    return _scoped(context, params["model"].model_dump(mode="json"), str(params["base_dir"]))
+def campaign_id_for(flow_run_id: str | uuid.UUID) -> uuid.UUID:
+    """The campaign id of a flow run (retries of the flow run keep their campaign and runs)."""
+    return uuid.uuid5(_CAMPAIGN_NS, str(flow_run_id))
 
 
-def _run_key(context: TaskRunContext, params: dict[str, Any]) -> str:
-    return _scoped(context, params["key"])
-
-
-def _campaign_key(context: TaskRunContext, params: dict[str, Any]) -> str:
-    return _scoped(context, str(params["prepared"].spec_path), params["prepared"].spec.name)
+def gpu_limit_name(host: str | None = None, devices: str | None = None) -> str:
+    """The global concurrency limit guarding one GPU (or one worker's set of GPUs) of a host."""
+    devices = os.environ.get("CUDA_VISIBLE_DEVICES", "0") if devices is None else devices
+    raw = f"gpu-{host or socket.gethostname()}-{devices or 'none'}".lower()
+    return re.sub(r"[^a-z0-9-]+", "-", raw).strip("-")
 
 
 def _q(value: T) -> T:
@@ -97,185 +117,135 @@ def _slug(*parts: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")[:200]
 
 
-# ----------------------------------------------------------------------------------- tasks
+# -------------------------------------------------------------------------------- executor
 
 
-@task(
-    name="verify-pins",
-    retries=2,
-    retry_delay_seconds=30,
-    timeout_seconds=900,
-    cache_key_fn=_pins_key,
-)
-def verify_pins_task(spec: CampaignSpec, base_dir: Path) -> PinReport:
-    """Resolve every pin (hub revisions, dataset revisions, runtime versions); refuse bad ones."""
-    return verify_pins(spec, base_dir)
+class PrefectExecutor:
+    """Runs each engine step as a Prefect task; holds the GPU through a concurrency limit.
+
+    Args:
+        policy: The failure policy (retries and delays are declared on each task from it).
+        gpu_limit: Name of the global concurrency limit of this worker's GPU.
+    """
+
+    def __init__(self, policy: FailurePolicy, gpu_limit: str) -> None:
+        self.policy = policy
+        self.gpu_limit = gpu_limit
+
+    def _retry_condition(self, step: Step, label: str) -> Callable[[Any, TaskRun, State], bool]:
+        def condition(_task: Any, task_run: TaskRun, state: State) -> bool:
+            exc = state.result(raise_on_failure=False)
+            if not isinstance(exc, BaseException):
+                return False
+            attempt = task_run.run_count
+            retry = self.policy.should_retry(step, exc, attempt)
+            if retry:
+                decision = self.policy.decide(step, exc)
+                delay = decision.delays_s[attempt - 1]
+                get_run_logger().warning(
+                    "%s", retry_message(step, label, exc, attempt, decision.retries, delay)
+                )
+            return retry
+
+        return condition
+
+    def run(self, step: Step, label: str, fn: Callable[..., T], *args: Any) -> T:
+        delays = self.policy.retry_delays(step)
+        step_task = task(  # type: ignore[call-overload]
+            fn,
+            name=str(step),
+            task_run_name=lambda: label,
+            retries=len(delays),
+            retry_delay_seconds=list(delays) if delays else 0,
+            retry_condition_fn=self._retry_condition(step, label),
+            timeout_seconds=_TIMEOUTS.get(step),
+            cache_policy=NO_CACHE,
+            persist_result=False,
+        )
+        return cast(T, step_task(*[_q(a) for a in args]))
+
+    @contextmanager
+    def gpu(self, label: str) -> Iterator[None]:
+        logger = get_run_logger()
+        logger.info("%s: waiting for the GPU (concurrency limit %s)", label, self.gpu_limit)
+        with concurrency(self.gpu_limit, occupy=1, lease_duration=GPU_LEASE_S, strict=True):
+            logger.info("%s: holds the GPU", label)
+            yield
+        logger.info("%s: released the GPU", label)
 
 
-@task(
-    name="fetch-model",
-    retries=3,
-    retry_delay_seconds=[60, 300, 900],
-    timeout_seconds=6 * 3600,
-    cache_key_fn=_model_key,
-)
-def fetch_model_task(model: ModelSpec, base_dir: Path, allow_unpinned: bool) -> ModelArtifact:
-    """Fetch (or build) one model at its exact revision and checksum it."""
-    return resolve_model(model, base_dir, allow_unpinned=allow_unpinned)
+class _LogReporter:
+    def run_started(self, label: str, index: int, total: int) -> None:
+        get_run_logger().info("run %d/%d: %s", index, total, label)
+
+    def run_finished(self, outcome: RunOutcome) -> None:
+        _run_artifact(outcome)
+
+    def message(self, text: str) -> None:
+        get_run_logger().info("%s", text)
 
 
-@task(name="plan", timeout_seconds=900, cache_policy=NO_CACHE, persist_result=False)
-def plan_task(
-    spec: CampaignSpec,
-    base_dir: Path,
-    spec_path: Path,
-    pins: PinReport,
-    models: dict[str, ModelArtifact],
-) -> PreparedCampaign:
-    """Check every (model, runtime, benchmark) combination before anything starts."""
-    return prepare_campaign(spec, base_dir, spec_path, pins=pins, models=models)
+# --------------------------------------------------------------------------------- artifacts
 
 
-@task(
-    name="open-campaign",
-    retries=3,
-    retry_delay_seconds=10,
-    timeout_seconds=300,
-    cache_key_fn=_campaign_key,
-)
-def open_campaign_task(prepared: PreparedCampaign, dsn: str) -> CampaignRecord:
-    """Insert the campaign's row (migrating the database first)."""
-    return begin_campaign(prepared, dsn)
+def _campaign_slug() -> str:
+    ctx = FlowRunContext.get()
+    name = ctx.flow_run.name if ctx and ctx.flow_run else "campaign"
+    return _slug(name)
 
 
-@task(
-    name="start-runtime",
-    retries=1,
-    retry_delay_seconds=30,
-    timeout_seconds=3600,
-    cache_policy=NO_CACHE,
-    persist_result=False,
-)
-def start_runtime_task(
-    prepared: PreparedCampaign, model: ModelArtifact, runtime: RuntimeSpec
-) -> RuntimeSession:
-    """Start the group's runtime (a live server or in-process model: never cached)."""
-    return start_session(prepared, model, runtime)
-
-
-@task(name="canary", timeout_seconds=1800, cache_policy=NO_CACHE, persist_result=False)
-def canary_task(guard: CampaignGuard, session: RuntimeSession, model: ModelArtifact) -> None:
-    """Fixed greedy prompts vs the recorded baseline; snapshot the runtime's version."""
-    guard.start_session(session, model)
-
-
-@task(
-    name="benchmark",
-    retries=2,
-    retry_delay_seconds=60,
-    timeout_seconds=24 * 3600,
-    cache_key_fn=_run_key,
-    cache_expiration=timedelta(days=7),
-)
-def benchmark_task(
-    prepared: PreparedCampaign,
-    campaign_id: uuid.UUID,
-    group: tuple[ModelArtifact, RuntimeSpec, RuntimeSession],
-    bench: BenchmarkSpec,
-    dsn: str,
-    guard: CampaignGuard,
-    key: str,
-) -> RunOutcome:
-    """Run one benchmark on the group's runtime, write raw outputs, ingest; publish scores."""
-    model, runtime, session = group
-    guard.before_benchmark(session)
-    outcome = execute_benchmark(
-        prepared, campaign_id, model, runtime, session, bench, dsn, guard, raise_on_failure=True
-    )
-    guard.after_ingest(outcome.run_id, outcome.status)
+def _run_artifact(outcome: RunOutcome) -> None:
     create_markdown_artifact(
-        markdown=outcome_markdown(outcome, key),
-        key=_slug("run", outcome.model, outcome.runtime, outcome.benchmark),
+        markdown=outcome_markdown(outcome),
+        key=_slug("run", _campaign_slug(), outcome.model, outcome.runtime, outcome.benchmark),
         description=f"{outcome.model} · {outcome.runtime} · {outcome.benchmark}: {outcome.status}",
     )
-    return outcome
 
 
-@task(name="record-failure", retries=3, retry_delay_seconds=10, cache_policy=NO_CACHE)
-def record_failure_task(
-    prepared: PreparedCampaign,
-    campaign_id: uuid.UUID,
-    group: tuple[ModelArtifact, RuntimeSpec, RuntimeSession | None],
-    bench: BenchmarkSpec,
-    dsn: str,
-    reason: str,
-) -> RunOutcome:
-    """Store a benchmark that failed after its retries as a failed run with the reason."""
-    model, runtime, session = group
-    outcome = record_failed_run(prepared, campaign_id, model, runtime, session, bench, dsn, reason)
-    create_markdown_artifact(
-        markdown=outcome_markdown(outcome, ""),
-        key=_slug("run", outcome.model, outcome.runtime, outcome.benchmark),
-        description=f"{outcome.model} · {outcome.runtime} · {outcome.benchmark}: failed",
-    )
-    return outcome
+def outcome_markdown(outcome: RunOutcome) -> str:
+    """A run's artifact: scores, raw files with their sha256, and the host they are on."""
+    from evallab.models import sha256_file
 
-
-@task(name="stop-runtime", retries=1, timeout_seconds=300, cache_policy=NO_CACHE)
-def stop_runtime_task(session: RuntimeSession) -> None:
-    """Stop the group's runtime and every process it started."""
-    session.stop()
-
-
-# --------------------------------------------------------------------------------- markdown
-
-
-def _score_rows(outcome: RunOutcome) -> list[str]:
-    rows = []
-    for s in outcome.scores:
-        err = f" ± {s.stderr:.4f}" if s.stderr is not None else ""
-        value = f"{s.value:.4f}{err}" if s.value is not None else "—"
-        rows.append(f"| {s.task} | {s.metric} | {s.filter} | {value} | {s.n} |")
-    return rows
-
-
-def outcome_markdown(outcome: RunOutcome, key: str) -> str:
-    """A benchmark's artifact: its scores and where its raw outputs are."""
     lines = [
         f"### {outcome.model} · {outcome.runtime} · {outcome.benchmark} — {outcome.status}",
         "",
-        f"run `{outcome.run_id}` (run key `{key[:16]}`)" if key else f"run `{outcome.run_id}`",
+        f"run `{outcome.run_id}` · run key `{outcome.run_key[:16]}` · "
+        f"host `{socket.gethostname()}`",
         "",
     ]
-    if outcome.reason:
+    if outcome.skipped:
+        lines += ["Skipped: already succeeded with the same pins.", ""]
+    if outcome.reason and not outcome.skipped:
         lines += [f"**Reason:** {outcome.reason}", ""]
     if outcome.scores:
         lines += ["| task | metric | filter | value ± stderr | n |", "|---|---|---|---:|---:|"]
-        lines += _score_rows(outcome)
+        for s in outcome.scores:
+            err = f" ± {s.stderr:.4f}" if s.stderr is not None else ""
+            value = f"{s.value:.4f}{err}" if s.value is not None else "—"
+            lines.append(f"| {s.task} | {s.metric} | {s.filter} | {value} | {s.n} |")
         lines.append("")
-    if outcome.raw_dir is not None:
-        files = (
-            sorted(p.name for p in outcome.raw_dir.iterdir()) if outcome.raw_dir.is_dir() else []
-        )
-        lines.append(f"Raw outputs: `{outcome.raw_dir}`")
-        lines += [f"- `{outcome.raw_dir / name}`" for name in files]
+    if outcome.raw_dir is not None and outcome.raw_dir.is_dir():
+        lines += [f"Raw outputs on `{socket.gethostname()}`: `{outcome.raw_dir}`", ""]
+        lines += ["| file | sha256 |", "|---|---|"]
+        for path in sorted(p for p in outcome.raw_dir.iterdir() if p.is_file()):
+            lines.append(f"| `{path}` | `{sha256_file(path)}` |")
     return "\n".join(lines)
 
 
-def summary_markdown(name: str, status: str, outcomes: list[RunOutcome], notes: list[str]) -> str:
+def summary_markdown(result: CampaignResult, flow_run_name: str) -> str:
     """The campaign's artifact: every run with its status and scores."""
     worker = (
         f"{socket.gethostname()}, CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')}"
     )
     lines = [
-        f"## Campaign {name} — {status}",
+        f"## Campaign {result.name} — {result.status}",
         "",
-        f"Worker: {worker}",
+        f"Campaign id `{result.campaign_id}` · flow run `{flow_run_name}` · worker: {worker}",
         "",
         "| model | runtime | benchmark | status | scores | note |",
         "|---|---|---|---|---|---|",
     ]
-    for o in outcomes:
+    for o in result.runs:
         scores = ", ".join(
             f"{s.task}/{s.metric}={s.value:.4f}" for s in o.scores if s.value is not None
         )
@@ -284,9 +254,31 @@ def summary_markdown(name: str, status: str, outcomes: list[RunOutcome], notes: 
         lines.append(
             f"| {o.model} | {o.runtime} | {o.benchmark} | {o.status} | {scores} | {note} |"
         )
-    if notes:
-        lines += ["", "Checks:", *[f"- {n}" for n in notes]]
+    if result.notes:
+        lines += ["", "Checks:", *[f"- {n}" for n in result.notes]]
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------ hooks
+
+
+def _close_row(flow_run_obj: FlowRun, status: str, reason: str) -> None:
+    """Close this flow run's campaign row if the flow couldn't (crash, cancel after grace)."""
+    try:
+        with results_database() as dsn:
+            campaign_store.close_if_running(dsn, campaign_id_for(flow_run_obj.id), status, reason)
+    except LabError:
+        return  # the database is unreachable: the next campaign on this host closes the row
+
+
+def _on_crashed(flow: Flow[..., Any], flow_run: FlowRun, state: State) -> None:
+    _close_row(flow_run, "crashed", f"the flow run crashed: {state.message or state.name}")
+
+
+def _on_cancelled(flow: Flow[..., Any], flow_run: FlowRun, state: State) -> None:
+    _close_row(
+        flow_run, "interrupted", f"the flow run was cancelled: {state.message or state.name}"
+    )
 
 
 # ------------------------------------------------------------------------------------ flow
@@ -296,107 +288,43 @@ class CampaignSummary(dict[str, Any]):
     """What the flow returns: campaign id, status and one entry per run (JSON-friendly)."""
 
 
+def _campaign_path(campaign: Any, campaign_path: str | None) -> Path:
+    raw = campaign_path or (campaign.value if isinstance(campaign, Enum) else str(campaign))
+    path = Path(raw)
+    if path.is_absolute():
+        return path
+    # Relative paths are the worker's checkout (deployments/...), whatever its cwd.
+    return (REPO_ROOT / path) if (REPO_ROOT / path).exists() else (Path.cwd() / path)
+
+
 def _run_name() -> str:
     params = flow_run.parameters or {}
-    stem = Path(str(params.get("campaign", "campaign"))).stem
+    raw = params.get("campaign_path") or params.get("campaign") or "campaign"
+    stem = Path(str(getattr(raw, "value", raw))).stem
     repo = params.get("model_repo")
     return f"{stem}-{repo.split('/')[-1]}" if repo else stem
 
 
 def _load(
     path: Path, model_repo: str | None, revision: str | None, chat: bool, quant: str
-) -> CampaignSpec:
-    spec, _ = load_campaign(path)
-    if model_repo is None:
-        return spec
-    return release_campaign(spec, model_repo, revision or "", chat=chat, quant=quant)
-
-
-def _failure_reason(exc: object) -> str:
-    if isinstance(exc, LabError):
-        return exc.message
-    return f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else "failed"
-
-
-def _group(
-    prepared: PreparedCampaign,
-    rec: CampaignRecord,
-    guard: CampaignGuard,
-    dsn: str,
-    model: ModelArtifact,
-    runtime: RuntimeSpec,
-    todo: list[BenchmarkSpec],
-) -> list[RunOutcome]:
-    """One (model, runtime) group: start → canary → benchmarks → stop (always)."""
-    outcomes: list[RunOutcome] = []
-    started = start_runtime_task(_q(prepared), model, runtime, return_state=True)
-    if started.is_failed():
-        reason = "runtime did not start: " + _failure_reason(started.result(raise_on_failure=False))
-        for bench in todo:
-            outcomes.append(
-                record_failure_task(
-                    _q(prepared), rec.campaign_id, (model, runtime, None), bench, dsn, reason
-                )
-            )
-        return outcomes
-    session: RuntimeSession = started.result()
-    try:
-        canary = canary_task(_q(guard), _q(session), model, return_state=True)
-        if canary.is_failed():
-            reason = "canary failed: " + _failure_reason(canary.result(raise_on_failure=False))
-            for bench in todo:
-                outcomes.append(
-                    record_failure_task(
-                        _q(prepared),
-                        rec.campaign_id,
-                        _q((model, runtime, session)),
-                        bench,
-                        dsn,
-                        reason,
-                    )
-                )
-            return outcomes
-        for bench in todo:
-            key = run_key(prepared, model, runtime, bench)
-            state = benchmark_task(
-                _q(prepared),
-                rec.campaign_id,
-                _q((model, runtime, session)),
-                bench,
-                dsn,
-                _q(guard),
-                key,
-                return_state=True,
-            )
-            if state.is_completed():
-                outcomes.append(state.result())
-                continue
-            exc = state.result(raise_on_failure=False)
-            if isinstance(exc, EnvironmentChangedError):
-                raise exc  # a driver/runtime changed mid-campaign: stop, as `evallab run` does
-            outcomes.append(
-                record_failure_task(
-                    _q(prepared),
-                    rec.campaign_id,
-                    _q((model, runtime, session)),
-                    bench,
-                    dsn,
-                    _failure_reason(exc),
-                )
-            )
-    finally:
-        stop_runtime_task(_q(session))
-    return outcomes
+) -> tuple[CampaignSpec, Path]:
+    spec, base_dir = load_campaign(path)
+    if model_repo is not None:
+        spec = release_campaign(spec, model_repo, revision or "", chat=chat, quant=quant)
+    return spec, base_dir
 
 
 @flow(
     name="campaign",
     flow_run_name=_run_name,
     log_prints=True,
+    on_crashed=[_on_crashed],
+    on_cancellation=[_on_cancelled],
     description="Evaluate every (model, runtime, benchmark) of a campaign file and store results.",
 )
 def campaign(
-    campaign: str,
+    campaign: CampaignFile = _DEFAULT_CAMPAIGN,  # type: ignore[valid-type]
+    campaign_path: str | None = None,
     model_repo: str | None = None,
     revision: str | None = None,
     chat: bool = False,
@@ -406,58 +334,47 @@ def campaign(
     """Run a campaign file (optionally as a release campaign for one hub model).
 
     Args:
-        campaign: Campaign YAML path (relative paths resolve against the worker's working
-            directory, the repository root).
+        campaign: One of the campaigns in the worker's ``deployments/`` folder.
+        campaign_path: A campaign file elsewhere on the worker (overrides ``campaign``).
         model_repo: For ``hf.model.released``: replace the campaign's models by this repo...
         revision: ...at this commit sha.
         chat: Whether the released model is a chat model.
         quant: Quantisation label of the released model.
         resume: Skip runs that already succeeded with the same pins (run key).
     """
-    logger = get_run_logger()
-    path = Path(campaign)
-    path = path if path.is_absolute() else (Path.cwd() / path)
-    spec = _load(path, model_repo, revision, chat, quant)
-    base_dir = load_campaign(path)[1]
+    path = _campaign_path(campaign, campaign_path)
+    spec, base_dir = _load(path, model_repo, revision, chat, quant)
     apply_worker_settings()
+    ctx = FlowRunContext.get()
+    run_id = ctx.flow_run.id if ctx and ctx.flow_run else uuid.uuid4()
+    run_name = ctx.flow_run.name if ctx and ctx.flow_run else spec.name
+    driver = DriverInfo("prefect", campaign_id=campaign_id_for(run_id), flow_run_id=str(run_id))
+    executor = PrefectExecutor(DEFAULT_POLICY, gpu_limit_name())
     with results_database() as dsn:
-        pins = verify_pins_task(spec, base_dir)
-        models = {m.name: fetch_model_task(m, base_dir, spec.allow_unpinned) for m in spec.models}
-        prepared = plan_task(spec, base_dir, path.resolve(), _q(pins), _q(models))
-        rec = open_campaign_task(_q(prepared), dsn)
-        guard = CampaignGuard(spec, dsn, rec.campaign_id, gpu_name=prepared.environment.gpu_name)
-        outcomes: list[RunOutcome] = []
-        try:
-            for model, runtime in prepared.groups():
-                keys = {b.name: run_key(prepared, model, runtime, b) for b in spec.benchmarks}
-                done = succeeded_run_keys(dsn, list(keys.values())) if resume else set()
-                todo = [b for b in spec.benchmarks if keys[b.name] not in done]
-                outcomes += [
-                    skipped_outcome(model, runtime, b)
-                    for b in spec.benchmarks
-                    if keys[b.name] in done
-                ]
-                if todo:
-                    outcomes += _group(prepared, rec, guard, dsn, model, runtime, todo)
-        except BaseException:
-            end_campaign(dsn, rec, "failed")
-            raise
-        finally:
-            guard.close()
-        status = "failed" if any(o.status == "failed" for o in outcomes) else "succeeded"
-        end_campaign(dsn, rec, status)
+        engine = CampaignEngine(
+            spec, base_dir, path.resolve(), dsn, driver, reporter=_LogReporter(), resume=resume
+        )
+        result = run_campaign(engine, executor)
+        site = executor.run(Step.PUBLISH, spec.name, publish_report, dsn, report_dir())
     create_markdown_artifact(
-        markdown=summary_markdown(spec.name, status, outcomes, guard.notes),
+        markdown=summary_markdown(result, run_name),
         key=_slug("campaign", spec.name),
-        description=f"Campaign {spec.name}: {status}",
+        description=f"Campaign {spec.name}: {result.status}",
     )
-    failed = [o for o in outcomes if o.status == "failed"]
+    if site is not None:
+        create_link_artifact(
+            key=_slug("leaderboard", spec.name),
+            link=site.as_uri(),
+            link_text=f"Leaderboard after {run_name}",
+            description=f"Static leaderboard rebuilt by {run_name} on {socket.gethostname()}",
+        )
+    failed = [o for o in result.runs if o.status == "failed"]
     for o in failed:
-        logger.error("%s · %s · %s failed: %s", o.model, o.runtime, o.benchmark, o.reason)
+        get_run_logger().error("%s · %s · %s failed: %s", o.model, o.runtime, o.benchmark, o.reason)
     summary = CampaignSummary(
-        campaign_id=str(rec.campaign_id),
+        campaign_id=str(result.campaign_id),
         name=spec.name,
-        status=status,
+        status=result.status,
         runs=[
             {
                 "model": o.model,
@@ -468,7 +385,7 @@ def campaign(
                 "run_id": str(o.run_id),
                 "reason": o.reason,
             }
-            for o in outcomes
+            for o in result.runs
         ],
     )
     if failed:
@@ -477,12 +394,12 @@ def campaign(
 
 
 class CampaignFailed(LabError):
-    """Some benchmarks of a campaign failed after their retries (the others finished)."""
+    """Some benchmarks of a campaign failed (the others finished)."""
 
     def __init__(self, summary: CampaignSummary) -> None:
         bad = [r for r in summary["runs"] if r["status"] == "failed"]
         super().__init__(
-            f"campaign {summary['name']!r}: {len(bad)} run(s) failed after their retries, "
+            f"campaign {summary['name']!r}: {len(bad)} run(s) failed, "
             f"the other {len(summary['runs']) - len(bad)} finished",
             value=", ".join(f"{r['model']}/{r['benchmark']}: {r['reason'][:200]}" for r in bad),
             fix="read each failed run's reason (runs.status_reason, or the run artifacts); "
@@ -494,19 +411,24 @@ class CampaignFailed(LabError):
 # ---------------------------------------------------------------------------------- submit
 
 
-def campaign_parameter(path: Path) -> str:
-    """How a worker finds a campaign file: relative to the repository when inside it."""
+def campaign_parameters(path: Path) -> dict[str, Any]:
+    """How a worker finds a campaign file: a ``deployments/`` choice, else a path."""
     resolved = path.resolve()
     try:
-        return str(resolved.relative_to(REPO_ROOT))
+        rel = str(resolved.relative_to(REPO_ROOT))
     except ValueError:
-        return str(resolved)
+        return {"campaign_path": str(resolved)}
+    if rel in {c.value for c in CampaignFile}:
+        return {"campaign": rel}
+    return {"campaign_path": rel}
 
 
 def submit_campaign(
     path: Path, *, deployment: str = DEPLOYMENT, resume: bool = True, timeout: float | None = 0
 ) -> Any:
     """Validate a campaign here, then hand it to the campaign deployment; returns the flow run.
+
+    The flow run is named after the campaign from the moment it is created.
 
     Args:
         path: Campaign YAML.
@@ -519,6 +441,7 @@ def submit_campaign(
     load_campaign(path)  # fail here, not on the worker, when the file is wrong
     return run_deployment(
         name=deployment,
-        parameters={"campaign": campaign_parameter(path), "resume": resume},
+        parameters={**campaign_parameters(path), "resume": resume},
+        flow_run_name=path.stem,
         timeout=timeout,
     )

@@ -4,14 +4,22 @@ For labs that can't receive Hugging Face webhooks (``evallab webhook serve``), t
 the repositories and authors of a watch list, and emits ``hf.model.released`` for every new
 commit; prefect.yaml's trigger turns each event into a campaign run. What was seen is kept in
 PostgreSQL, so restarts don't re-announce anything.
+
+:func:`release_poster` is the webhook receiver's emitter: it posts the event to the Prefect API
+and returns only once the API accepted it.
 """
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 from prefect import flow, get_run_logger, task
-from prefect.events import emit_event
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.events import Event, Resource, emit_event
+from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_KEY, PREFECT_API_URL
 
 from blocks.lab import apply_worker_settings, results_database
 from evallab.watch import (
@@ -21,8 +29,9 @@ from evallab.watch import (
     mark_announced,
     poll_releases,
 )
+from evallab.webhook import AnnounceError, WebhookSetupError
 
-__all__ = ["emit_release", "watch_models"]
+__all__ = ["emit_release", "prefect_api_url", "release_event", "release_poster", "watch_models"]
 
 WATCHLIST = "flows/watched_models.yaml"
 
@@ -32,7 +41,82 @@ def emit_release(release: ModelRelease) -> None:
     emit_event(event=RELEASE_EVENT, resource=release.resource, payload=release.payload)
 
 
-@task(name="poll-hub", retries=3, retry_delay_seconds=[30, 120, 600], timeout_seconds=600)
+def release_event(release: ModelRelease) -> Event:
+    """The ``hf.model.released`` event of one release, with an id derived from repo@revision.
+
+    Hugging Face redelivers a webhook it saw fail; with the same id, Prefect stores the event once
+    and its triggers skip an id they have already seen, so a redelivery starts no second campaign.
+    """
+    key = f"{RELEASE_EVENT}/{release.repo_id}@{release.revision}"
+    return Event(
+        id=uuid.uuid5(uuid.NAMESPACE_URL, key),
+        event=RELEASE_EVENT,
+        resource=Resource(release.resource),
+        payload=release.payload,
+    )
+
+
+def prefect_api_url() -> str:
+    """``PREFECT_API_URL`` from the environment or the active Prefect profile.
+
+    Raises:
+        WebhookSetupError: it is not set (Prefect would start a temporary server instead).
+    """
+    url = PREFECT_API_URL.value()
+    if not url:
+        raise WebhookSetupError(
+            "the webhook receiver needs a Prefect server to announce releases to, and "
+            "PREFECT_API_URL is not set",
+            value="PREFECT_API_URL (environment and active Prefect profile)",
+            fix="export PREFECT_API_URL=http://<prefect-host>:4200/api (or `prefect config set "
+            "PREFECT_API_URL=...`) naming the server that has the lab's deployments",
+        )
+    return str(url)
+
+
+def release_poster(
+    api_url: str | None = None, *, timeout: float = 10.0
+) -> Callable[[ModelRelease], None]:
+    """An emitter that posts ``hf.model.released`` to the Prefect API and waits for its answer.
+
+    Unlike :func:`emit_release` (Prefect's background events worker, which drops events it can't
+    send), the returned callable raises :class:`AnnounceError` unless the API accepted the event.
+
+    Args:
+        api_url: The Prefect API (default: ``PREFECT_API_URL`` from the environment or the active
+            Prefect profile). Never a temporary server: it would have no deployments to trigger.
+        timeout: Seconds for each HTTP exchange with the API.
+
+    Raises:
+        WebhookSetupError: no Prefect API URL is configured.
+    """
+    url = api_url or prefect_api_url()
+
+    def post_release(release: ModelRelease) -> None:
+        event = release_event(release)
+        client = SyncPrefectClient(
+            url,
+            auth_string=PREFECT_API_AUTH_STRING.value(),
+            api_key=PREFECT_API_KEY.value(),
+            httpx_settings={"timeout": httpx.Timeout(timeout)},
+        )
+        try:
+            with client:
+                # 204 once the server has the event; any error status raises.
+                client.request("POST", "/events", json=[event.model_dump(mode="json")])
+        except httpx.HTTPError as exc:
+            raise AnnounceError(
+                f"the Prefect API did not accept the event: {type(exc).__name__}: {exc}",
+                value=f"POST {url}/events",
+                fix="check that the Prefect server is running and reachable at PREFECT_API_URL",
+            ) from exc
+
+    return post_release
+
+
+# No task retries: the library already retries a flaky hub for a few seconds, and the next
+# scheduled poll is the retry, so a hub that is down fails this run within ~15 s with its reason.
+@task(name="poll-hub", timeout_seconds=120)
 def poll_task(dsn: str, watchlist: str, endpoint: str | None) -> list[ModelRelease]:
     """Ask the hub for head commits and return the ones not announced yet."""
     return poll_releases(dsn, load_watchlist(Path(watchlist)), endpoint=endpoint)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -51,3 +52,23 @@ def fetch(dsn: str, sql: str, *args: object) -> list[asyncpg.Record]:
             await conn.close()
 
     return asyncio.run(go())
+
+
+def run_campaign_here(
+    path: Path, dsn: str, *, resume: bool = False, reporter: object = None
+) -> Any:
+    """Run a campaign file in this process as ``evallab run`` does; returns its CampaignResult."""
+    from evallab.campaign import CampaignEngine, DriverInfo, run_locally
+    from evallab.spec import load_campaign
+
+    spec, base = load_campaign(path)
+    engine = CampaignEngine(
+        spec,
+        base,
+        path.resolve(),
+        dsn,
+        DriverInfo("cli"),
+        reporter=reporter,
+        resume=resume,  # type: ignore[arg-type]
+    )
+    return run_locally(engine)

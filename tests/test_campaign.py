@@ -13,9 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from evallab.runner import CampaignRunner, prepare_campaign
-from evallab.spec import load_campaign
-from tests.helpers import EVALLAB, REPO, evallab, fetch
+from tests.helpers import EVALLAB, REPO, evallab, fetch, run_campaign_here
 
 
 def campaign_file(tmp_path: Path, name: str, body: str) -> Path:
@@ -132,10 +130,8 @@ benchmarks:
   - {name: demo, tasks: [demo_mc, demo_gen], limit: 30}
 """,
     )
-    spec, base = load_campaign(path)
-    prepared = prepare_campaign(spec, base, path)
-    first = CampaignRunner(prepared, pg_dsn).run()
-    second = CampaignRunner(prepared, pg_dsn).run()
+    first = run_campaign_here(path, pg_dsn)
+    second = run_campaign_here(path, pg_dsn)
     a, b = first.runs[0], second.runs[0]
     assert a.run_id != b.run_id
     assert [(s.task, s.metric, s.value, s.stderr) for s in a.scores] == [

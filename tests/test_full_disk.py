@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from evallab.campaign import RunOutcome
 from evallab.diskfull import is_disk_full
 from evallab.errors import HarnessError, StorageError
-from evallab.runner import CampaignRunner, RunOutcome, prepare_campaign
-from evallab.spec import load_campaign
-from tests.helpers import REPO, evallab, fetch
+from tests.helpers import REPO, evallab, fetch, run_campaign_here
 
 
 @pytest.fixture
@@ -84,11 +83,9 @@ def test_full_disk_fails_clearly_keeps_finished_runs_and_resumes(
         "  - {name: first, tasks: [demo_mc], limit: 5}\n"
         "  - {name: second, tasks: [demo_gen], limit: 5}\n"
     )
-    spec, base = load_campaign(path)
-    prepared = prepare_campaign(spec, base, path)
     reporter = FillAfterFirstRun(small_disk)
     with pytest.raises(StorageError) as exc:
-        CampaignRunner(prepared, pg_dsn, reporter=reporter).run()
+        run_campaign_here(path, pg_dsn, reporter=reporter)
     message = exc.value.message
     assert "disk holding the runs folder is full (0 B free of" in message
     assert "tiny-base · transformers · second was discarded" in message
@@ -110,7 +107,7 @@ def test_full_disk_fails_clearly_keeps_finished_runs_and_resumes(
 
     assert reporter.filler is not None
     reporter.filler.unlink()
-    resumed = CampaignRunner(prepared, pg_dsn, resume=True).run()
+    resumed = run_campaign_here(path, pg_dsn, resume=True)
     assert [(o.benchmark, o.status, o.skipped) for o in resumed.runs] == [
         ("first", "succeeded", True),
         ("second", "succeeded", False),

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import json
 import os
+import signal
 import sys
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -91,6 +94,20 @@ def _fmt(value: float | None, stderr: float | None) -> str:
 # -------------------------------------------------------------------------------------- run
 
 
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """Treat SIGTERM (a service manager stopping the lab) like Ctrl-C: stop cleanly, keep runs."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @app.command()
 def run(
     campaign: Annotated[Path, typer.Argument(help="Campaign YAML file.")],
@@ -109,16 +126,12 @@ def run(
     """Evaluate every (model, runtime, benchmark) of a campaign and store the results."""
     if allow_unsafe_code:
         os.environ["EVALLAB_ALLOW_UNSAFE_CODE"] = "1"
-    from evallab.runner import CampaignRunner, prepare_campaign
+    from evallab.campaign import CampaignEngine, DriverInfo, LocalExecutor, run_campaign
     from evallab.spec import load_campaign
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     spec, base_dir = load_campaign(campaign)
-    with console.status(
-        f"Preparing campaign [bold]{spec.name}[/] (checking tasks, models, runtimes)"
-    ):
-        prepared = prepare_campaign(spec, base_dir, campaign.resolve())
-    with database() as dsn:
+    with database() as dsn, _sigterm_interrupts():
         progress = Progress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
@@ -128,9 +141,18 @@ def run(
             console=console,
         )
         with progress:
-            result = CampaignRunner(
-                prepared, dsn, reporter=RichReporter(progress), resume=resume
-            ).run()
+            reporter = RichReporter(progress)
+            reporter.message(f"Preparing campaign [bold]{spec.name}[/] (pins, models, runtimes)")
+            engine = CampaignEngine(
+                spec,
+                base_dir,
+                campaign.resolve(),
+                dsn,
+                DriverInfo("cli"),
+                reporter=reporter,
+                resume=resume,
+            )
+            result = run_campaign(engine, LocalExecutor(on_retry=reporter.message))
     table = Table(title=f"Campaign {result.name} — {result.status} ({result.campaign_id})")
     for col in ("model", "runtime", "benchmark", "task", "metric", "filter"):
         table.add_column(col)
@@ -233,13 +255,17 @@ def ingest(
     run_dirs: Annotated[list[Path], typer.Argument(help="Run folders (runs/<run_id>).")],
 ) -> None:
     """Re-ingest finished runs from their folders (e.g. after the database was down). Idempotent."""
-    from evallab.runner import ingest_run_dir
+    from evallab.campaign import read_run_dir
+    from evallab.store.campaigns import store_run
 
     with database() as dsn:
         for d in run_dirs:
-            record = ingest_run_dir(dsn, d)
+            stored = read_run_dir(d)
+            store_run(dsn, stored)
+            record = stored.record
             console.print(
-                f"ingested run {record.run_id} ({record.model_name} · {record.benchmark})"
+                f"ingested run {record.run_id} ({record.model_name} · {record.benchmark}, "
+                f"{record.status})"
             )
 
 
@@ -299,24 +325,41 @@ def db_status() -> None:
 
 @db_app.command("start")
 def db_start() -> None:
-    """Start the embedded server and leave it running (later commands reuse it)."""
+    """Start the embedded server and keep it running until `evallab db stop`."""
     from evallab.paths import lab_home
     from evallab.store.db import _embedded_port
     from evallab.store.embedded import EmbeddedPostgres
 
-    server = EmbeddedPostgres(lab_home(), port=_embedded_port())
-    console.print(f"embedded PostgreSQL running: {server.start()}")
+    lease = EmbeddedPostgres(lab_home(), port=_embedded_port()).acquire(permanent=True)
+    console.print(f"embedded PostgreSQL running until `evallab db stop`: {lease.dsn}")
 
 
 @db_app.command("stop")
-def db_stop() -> None:
-    """Stop the embedded server."""
+def db_stop(
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Stop it even while other lab commands are using it."),
+    ] = False,
+) -> None:
+    """Stop the embedded server, or let the lab commands still using it stop it when they end."""
     from evallab.paths import lab_home
     from evallab.store.db import _embedded_port
     from evallab.store.embedded import EmbeddedPostgres
 
-    EmbeddedPostgres(lab_home(), port=_embedded_port()).stop(force=True)
-    console.print("embedded PostgreSQL stopped")
+    outcome = EmbeddedPostgres(lab_home(), port=_embedded_port()).shutdown(force=force)
+    if outcome.stopped:
+        console.print("embedded PostgreSQL stopped")
+    elif not outcome.was_running:
+        console.print("embedded PostgreSQL is not running")
+    else:
+        console.print(
+            f"embedded PostgreSQL keeps running for {len(outcome.clients)} lab "
+            f"process{'es' if len(outcome.clients) != 1 else ''} still using it; the last one "
+            "stops it when it ends (`evallab db stop --force` stops it now):",
+            highlight=False,
+        )
+        for client in outcome.clients:
+            console.print(f"  pid {client.pid}: {client.command}", highlight=False)
 
 
 # ---------------------------------------------------------------------- mounted sub-commands

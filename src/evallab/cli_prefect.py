@@ -163,29 +163,41 @@ def serve(
     ] = REPO_ROOT / "flows" / "watched_models.yaml",
     path: Annotated[str, typer.Option(help="URL path Hugging Face posts to.")] = "",
 ) -> None:
-    """Receive Hugging Face webhooks and emit hf.model.released for new commits.
+    """Receive Hugging Face webhooks and post hf.model.released to Prefect for new commits.
 
     The secret comes from EVALLAB_WEBHOOK_SECRET (never from the command line, where other
-    users of the machine could read it).
+    users of the machine could read it). Events go to the Prefect server named by
+    PREFECT_API_URL (environment or active Prefect profile); without one it refuses to start.
+    A delivery is answered 202 only once that server accepted the event, 503 otherwise.
+    SIGTERM or Ctrl-C stops it after the requests in progress.
     """
     from evallab.watch import load_watchlist
-    from evallab.webhook import DEFAULT_PATH, make_server
+    from evallab.webhook import DEFAULT_PATH, make_server, require_secret
 
+    secret = os.environ.get("EVALLAB_WEBHOOK_SECRET", "")
+    require_secret(secret)
+    watched = load_watchlist(watchlist)
     watch_flow = _orchestration("flows.watch_models")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    api_url = watch_flow.prefect_api_url()  # refuses to go on without one
+    emit = watch_flow.release_poster(api_url)
+    # One line per request (evallab.webhook) and uvicorn's start/stop lines, on stderr; Prefect's
+    # own logging configuration (root at WARNING) stays as it is for everything else.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    for name in ("evallab.webhook", "uvicorn"):
+        logger = logging.getLogger(name)
+        logger.handlers = [handler]
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
     server = make_server(
-        host,
-        port,
-        secret=os.environ.get("EVALLAB_WEBHOOK_SECRET", ""),
-        watchlist=load_watchlist(watchlist),
-        emit=watch_flow.emit_release,
-        path=path or DEFAULT_PATH,
+        host, port, secret=secret, watchlist=watched, emit=emit, path=path or DEFAULT_PATH
     )
-    url = f"http://{host}:{server.server_port}{path or DEFAULT_PATH}"
-    _console.print(f"listening on {url}", highlight=False)
+    _console.print(
+        f"listening on http://{host}:{port}{path or DEFAULT_PATH}, announcing to {api_url}",
+        highlight=False,
+        soft_wrap=True,
+    )
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
+        server.run()  # on SIGINT/SIGTERM: stops accepting, finishes the requests in progress
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C once it has stopped
         _console.print("stopped")
-    finally:
-        server.server_close()

@@ -6,6 +6,8 @@ place these become user-facing text (see ``cli.py``); library code raises, never
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 __all__ = [
     "CampaignInterrupted",
     "CanaryDriftError",
@@ -14,6 +16,7 @@ __all__ = [
     "DatabaseError",
     "EnvironmentChangedError",
     "HarnessError",
+    "HubUnreachableError",
     "LabError",
     "MigrationError",
     "ModelError",
@@ -33,9 +36,15 @@ class LabError(Exception):
         what: One sentence saying what went wrong.
         value: The offending value (a path, a name, a DSN with its password hidden...).
         fix: What the user can do about it.
+
+    Attributes:
+        transient: Whether the same call may succeed if repeated later (an unreachable server),
+            as opposed to a permanent answer (a missing file, a refused token). The campaign's
+            failure policy retries transient errors and gives up at once on the others.
     """
 
     exit_code = 2
+    transient: ClassVar[bool] = False
 
     def __init__(self, what: str, *, value: object = None, fix: str = "") -> None:
         self.what = what
@@ -64,6 +73,15 @@ class UnknownTaskError(SpecError):
 
 class ModelError(LabError):
     """A model can't be found, fetched or built."""
+
+
+class HubUnreachableError(ModelError):
+    """The Hugging Face hub didn't answer, or answered "busy", within the lab's bounded retries.
+
+    Transient: the same request can succeed once the network or the hub is back.
+    """
+
+    transient: ClassVar[bool] = True
 
 
 class PinError(LabError):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from evallab.errors import ModelError, PinError
+from evallab.hub import HubClient, bound_hub_library_timeouts, cached_ref, call_hub, hub_offline
 from evallab.paths import lab_home
 from evallab.spec import HubModelSpec, LocalModelSpec, ModelSpec, TinyModelSpec
 
@@ -139,33 +139,66 @@ def _local(spec: LocalModelSpec, base_dir: Path) -> ModelArtifact:
     )
 
 
-def _hub(spec: HubModelSpec, allow_unpinned: bool) -> ModelArtifact:
-    from huggingface_hub import HfApi, snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError
+def _cached_snapshot(repo: str, sha: str) -> Path | None:
+    """The complete cached snapshot of ``repo`` at commit ``sha``, None if the cache lacks it.
 
-    token = os.environ.get("HF_TOKEN")
+    A commit's files never change, so a complete snapshot needs no network at all.
+    """
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo, revision=sha, local_files_only=True))
+    except LocalEntryNotFoundError:
+        return None
+
+
+def _hub(spec: HubModelSpec, allow_unpinned: bool) -> ModelArtifact:
+    from huggingface_hub import snapshot_download
+
+    hub = HubClient()
+    offline = hub_offline()
     revision = spec.revision
     pinned = spec.is_pinned
-    try:
-        if not pinned:
-            info = HfApi(token=token).model_info(spec.repo, revision=spec.revision)
-            if not allow_unpinned:
-                raise PinError(
-                    f"model {spec.name!r} uses revision {spec.revision!r}, not a commit sha",
-                    value=f"{spec.repo}@{spec.revision} (currently {info.sha})",
-                    fix=f"set revision: {info.sha} in the campaign, or allow_unpinned: true",
+    asked = False
+    if not pinned:
+        if offline:
+            sha = cached_ref("model", spec.repo, spec.revision)
+        else:
+            sha, asked = hub.repo_info("model", spec.repo, spec.revision).sha, True
+        if sha and not allow_unpinned:
+            raise PinError(
+                f"model {spec.name!r} uses revision {spec.revision!r}, not a commit sha",
+                value=f"{spec.repo}@{spec.revision} (currently {sha})",
+                fix=f"set revision: {sha} in the campaign, or allow_unpinned: true",
+            )
+        # Offline without a cached ref, the download below says what is missing.
+        revision = sha or revision
+    # A commit (pinned, or the branch just resolved) may already be complete in the cache.
+    is_commit = pinned or revision != spec.revision
+    folder = _cached_snapshot(spec.repo, revision) if is_commit else None
+    if folder is None:
+        if not offline and not asked:
+            # Asking the API first makes an unreachable hub, an unknown repository or revision
+            # and a gated model fail within seconds, each with its own message, before any
+            # download starts.
+            hub.repo_info("model", spec.repo, revision, doing="download")
+        bound_hub_library_timeouts()
+        folder = call_hub(
+            lambda: Path(
+                snapshot_download(
+                    spec.repo,
+                    revision=revision,
+                    token=hub.token,
+                    endpoint=hub.endpoint,
+                    local_files_only=offline,
                 )
-            revision = str(info.sha)
-        folder = Path(snapshot_download(spec.repo, revision=revision, token=token, cache_dir=None))
-    except PinError:
-        raise
-    except (HfHubHTTPError, OSError, ValueError) as exc:
-        raise ModelError(
-            f"could not fetch model {spec.repo}@{revision}: {exc}",
-            value=f"{spec.repo}@{revision}",
-            fix="check the repo id and revision, network access and HF_TOKEN for gated models "
-            "(offline, set HF_HUB_OFFLINE=1 and pre-populate the cache)",
-        ) from exc
+            ),
+            endpoint=hub.endpoint,
+            doing="download",
+            repo=spec.repo,
+            revision=revision,
+        )
     gguf = folder / spec.gguf_file if spec.gguf_file else None
     return ModelArtifact(
         name=spec.name,
@@ -193,7 +226,10 @@ def resolve_model(
         allow_unpinned: Accept hub revisions that are branches/tags (resolved to a sha).
 
     Raises:
-        ModelError: the model can't be found, built or fetched.
+        HubUnreachableError: the hub can't be reached or stays busy (after a few seconds of
+            retries; ``transient``, so the campaign may retry the step later).
+        ModelError: the model can't be found, built or fetched; for the hub: unknown repository
+            or revision, gated model without a token, offline and not in the local cache.
         PinError: a hub revision isn't a full sha and unpinned models aren't allowed.
     """
     if isinstance(spec, TinyModelSpec):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata as md
-import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from evallab.environment import EnvironmentInfo, GpuIdentity, GpuIdentitySource, collect_environment
-from evallab.errors import EnvironmentChangedError, LabError, PinError
+from evallab.errors import EnvironmentChangedError, HubUnreachableError, LabError, PinError
+from evallab.hub import HubClient, RepoType, cached_ref, hub_offline
 from evallab.models import sha256_file
 from evallab.spec import BenchmarkSpec, CampaignSpec, HubModelSpec, LocalModelSpec, RuntimeSpec
 
@@ -125,51 +125,41 @@ class PinReport:
 # ------------------------------------------------------------------------------ resolution
 
 
-def _cached_ref(repo_type: str, repo: str, revision: str) -> str | None:
-    from huggingface_hub import constants
-
-    folder = Path(constants.HF_HUB_CACHE) / f"{repo_type}s--{repo.replace('/', '--')}" / "refs"
-    ref = folder / revision
-    if ref.is_file():
-        sha = ref.read_text().strip()
-        return sha if _FULL_SHA.match(sha) else None
-    return None
-
-
 def hub_resolver(repo_type: str, repo: str, revision: str) -> str:
     """Resolve a hub branch/tag to its current commit sha.
 
-    Asks the hub; offline (``HF_HUB_OFFLINE=1``) or when the hub can't be reached, falls back to
-    the ref recorded in the local Hugging Face cache.
+    Asks the hub (short timeouts, a few seconds of retries: see :mod:`evallab.hub`). Offline
+    (``HF_HUB_OFFLINE=1``), or when the hub can't be reached, falls back to the ref recorded in
+    the local Hugging Face cache.
 
     Raises:
-        PinError: neither the hub nor the cache knows the revision.
+        PinError: the hub refused (unknown repository or revision, gated or private without a
+            token), or offline and the cache doesn't know the revision.
+        HubUnreachableError: the hub can't be reached and the cache doesn't know the revision
+            (``transient``: the same campaign can succeed once the hub is back).
     """
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
-
-    problem = ""
-    if not os.environ.get("HF_HUB_OFFLINE"):
-        api = HfApi(token=os.environ.get("HF_TOKEN"))
-        try:
-            info: Any = (
-                api.dataset_info(repo, revision=revision)
-                if repo_type == "dataset"
-                else api.model_info(repo, revision=revision)
-            )
-            return str(info.sha)
-        except (HfHubHTTPError, OfflineModeIsEnabled, OSError, ValueError) as exc:
-            problem = f"{type(exc).__name__}: {exc}"
-    cached = _cached_ref(repo_type, repo, revision)
-    if cached:
-        return cached
-    raise PinError(
-        f"{repo_type} revision {revision!r} of {repo} can't be resolved to a commit"
-        + (f" ({problem.splitlines()[0]})" if problem else " (offline, not in the local cache)"),
-        value=f"{repo}@{revision}",
-        fix="pin the full 40-character commit sha in the campaign, or go online once so the "
-        "hub cache records the ref",
-    )
+    kind: RepoType = "dataset" if repo_type == "dataset" else "model"
+    if hub_offline():
+        cached = cached_ref(kind, repo, revision)
+        if cached:
+            return cached
+        raise PinError(
+            f"{repo_type} revision {revision!r} of {repo} can't be resolved to a commit "
+            "(offline, not in the local cache)",
+            value=f"{repo}@{revision}",
+            fix="pin the full 40-character commit sha in the campaign, or download that revision "
+            f"once with network access (`hf download {repo} --revision {revision}`) so the cache "
+            "records the ref",
+        )
+    try:
+        return HubClient().repo_info(kind, repo, revision, error=PinError).sha
+    except HubUnreachableError:
+        # What the cache recorded is the best answer without the hub; runs made with an
+        # unpinned revision are tagged as such either way.
+        cached = cached_ref(kind, repo, revision)
+        if cached:
+            return cached
+        raise
 
 
 def _resolve(
@@ -178,7 +168,9 @@ def _resolve(
     try:
         sha = resolver(repo_type, repo, revision)
     except PinError as exc:
-        return "", "refused", exc.what
+        # The refusal's own fix (a token, a revision that exists) matters more than the
+        # table's generic one.
+        return "", "refused", f"{exc.what}; fix: {exc.fix}" if exc.fix else exc.what
     if allow:
         return sha, "unpinned", f"{revision!r} is a branch/tag; resolved now, tagged unpinned"
     return sha, "refused", f"{revision!r} is a branch/tag, not a commit sha"

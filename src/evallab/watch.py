@@ -11,11 +11,12 @@ of them publishes a new commit::
         chat: true
         campaign: deployments/chat.yaml  # per-entry template
 
-:func:`poll_releases` asks the hub (``huggingface_hub``; ``HF_ENDPOINT`` selects the server) for
-the current head commit of every watched repository and compares it with what PostgreSQL has
-seen (tables from ``sql/migrations/0003_model_watch.sql``). The first poll of an entry records a
-baseline and reports nothing. :func:`record_releases` marks releases as seen once they were
-announced, so a failed announcement is retried on the next poll (at least once, never lost).
+:func:`poll_releases` asks the hub's API (``HF_ENDPOINT`` selects the server; see
+:mod:`evallab.hub`) for the current head commit of every watched repository and compares it with
+what PostgreSQL has seen (tables from ``sql/migrations/0003_model_watch.sql``). The first poll of
+an entry records a baseline and reports nothing. :func:`record_releases` marks releases as seen
+once they were announced, so a failed announcement is retried on the next poll (at least once,
+never lost).
 
 :func:`release_campaign` turns a campaign template plus a release into the campaign to run:
 the template's models are replaced by the released repository at its exact commit.
@@ -24,9 +25,8 @@ the template's models are replaced by the released repository at its exact commi
 from __future__ import annotations
 
 import fnmatch
-import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -36,7 +36,8 @@ import asyncpg
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from evallab.errors import ModelError, SpecError
+from evallab.errors import SpecError
+from evallab.hub import HubClient
 from evallab.spec import CampaignSpec, HubModelSpec
 from evallab.store.db import connect, run_sync
 
@@ -220,47 +221,29 @@ def hub_heads(
 ) -> dict[str, list[HubHead]]:
     """Ask the hub for the head commit of every watched repository, per watch entry.
 
+    Each request has short timeouts and a few seconds of retries (:mod:`evallab.hub`), so a
+    hub that is down fails a poll within about 15 s; the next scheduled poll tries again.
+
     Args:
         watchlist: What to watch.
         endpoint: Hub URL (default ``$HF_ENDPOINT``, else huggingface.co).
         token: Hub token for private/gated repos (default ``$HF_TOKEN``).
 
     Raises:
-        ModelError: the hub can't be reached or refused a request.
+        HubUnreachableError: the hub can't be reached or stays busy (``transient``).
+        ModelError: the hub refused a request (unknown repository, bad token) or answered
+            something that isn't the hub API; not retried.
     """
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError
-
-    api = HfApi(
-        endpoint=endpoint or os.environ.get("HF_ENDPOINT") or None,
-        token=token or os.environ.get("HF_TOKEN") or None,
-    )
+    hub = HubClient(endpoint, token)
     heads: dict[str, list[HubHead]] = {}
     for entry in watchlist.watch:
-        try:
-            if entry.repo is not None:
-                infos: Iterable[Any] = [api.model_info(entry.repo)]
-            else:
-                infos = api.list_models(author=entry.author, expand=["sha", "lastModified"])
-            found = [
-                HubHead(str(info.id), str(info.sha), getattr(info, "last_modified", None))
-                for info in infos
-                if info.sha and entry.covers(str(info.id))
-            ]
-        except (HfHubHTTPError, OSError, ValueError) as exc:
-            raise ModelError(
-                f"could not poll the hub for {entry.key}: {exc}",
-                value=api.endpoint,
-                fix="check network access, HF_ENDPOINT and HF_TOKEN (private repos need a token)",
-            ) from exc
-        for head in found:
-            if not _FULL_SHA.match(head.revision):
-                raise ModelError(
-                    "the hub returned a head revision that is not a commit sha",
-                    value=f"{head.repo_id}@{head.revision}",
-                    fix="check HF_ENDPOINT points at a Hugging Face hub API",
-                )
-        heads[entry.key] = found
+        if entry.repo is not None:
+            found = [hub.repo_info("model", entry.repo)]
+        else:
+            found = hub.list_models(str(entry.author))
+        heads[entry.key] = [
+            HubHead(r.repo_id, r.sha, r.last_modified) for r in found if entry.covers(r.repo_id)
+        ]
     return heads
 
 

