@@ -34,7 +34,7 @@ from evallab.errors import SpecError
 from evallab.runtimes.venvs import list_installed, runtimes_dir
 from evallab.store.db import configured_dsn
 
-__all__ = ["BlockChange", "bootstrap_blocks", "ensure_work_pool"]
+__all__ = ["BlockChange", "bootstrap_blocks", "ensure_gpu_limit", "ensure_work_pool"]
 
 
 @dataclass(frozen=True)
@@ -136,3 +136,31 @@ def ensure_work_pool(name: str, concurrency_limit: int | None) -> Literal["creat
             )
         client.update_work_pool(name, WorkPoolUpdate(concurrency_limit=concurrency_limit))
         return "updated"
+
+
+def ensure_gpu_limit(name: str) -> Literal["created", "exists"]:
+    """Create the global concurrency limit ``name`` with one slot (a GPU), unless it exists.
+
+    Campaign flows hold a slot of their GPU's limit only while they start a runtime, run its
+    canary and evaluate: two campaigns never share a GPU, and their pin checks and downloads
+    don't wait for one. Safe when two flows create it at once.
+    """
+    from httpx import HTTPStatusError
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+            return "exists"
+        except ObjectNotFound:
+            pass
+        try:
+            client.create_global_concurrency_limit(
+                GlobalConcurrencyLimitCreate(name=name, limit=1, active=True)
+            )
+        except (ObjectAlreadyExists, HTTPStatusError):
+            client.read_global_concurrency_limit_by_name(name)  # another flow created it
+            return "exists"
+        return "created"

@@ -30,6 +30,7 @@ from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
 
+from blocks.bootstrap import ensure_gpu_limit
 from blocks.lab import apply_worker_settings, results_database
 from evallab.campaign import (
     DEFAULT_POLICY,
@@ -154,7 +155,7 @@ class PrefectExecutor:
         step_task = task(  # type: ignore[call-overload]
             fn,
             name=str(step),
-            task_run_name=lambda: label,
+            task_run_name=lambda: f"{step} · {label}",
             retries=len(delays),
             retry_delay_seconds=list(delays) if delays else 0,
             retry_condition_fn=self._retry_condition(step, label),
@@ -167,11 +168,26 @@ class PrefectExecutor:
     @contextmanager
     def gpu(self, label: str) -> Iterator[None]:
         logger = get_run_logger()
+        ensure_gpu_limit(self.gpu_limit)
         logger.info("%s: waiting for the GPU (concurrency limit %s)", label, self.gpu_limit)
+        _name_state(f"Waiting for GPU ({self.gpu_limit})")
         with concurrency(self.gpu_limit, occupy=1, lease_duration=GPU_LEASE_S, strict=True):
+            _name_state("Running")
             logger.info("%s: holds the GPU", label)
             yield
         logger.info("%s: released the GPU", label)
+
+
+def _name_state(name: str) -> None:
+    """Show ``name`` as this flow run's state in the UI (still a RUNNING state)."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Running
+
+    ctx = FlowRunContext.get()
+    if ctx is None or ctx.flow_run is None:
+        return
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(ctx.flow_run.id, Running(name=name), force=True)
 
 
 class _LogReporter:

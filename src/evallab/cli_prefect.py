@@ -71,7 +71,7 @@ def _deploy(names: list[str]) -> None:
 def setup(
     pool: Annotated[str, typer.Option(help="The GPU work pool (process type).")] = "gpu",
     gpus: Annotated[
-        int, typer.Option(min=1, help="Concurrency of the GPU pool: one flow run per GPU.")
+        int, typer.Option(min=1, help="GPUs on this host: one concurrency limit (slot) each.")
     ] = 1,
     lab_pool: Annotated[
         str, typer.Option(help="Pool for light flows (nightly submit, release watch).")
@@ -81,17 +81,24 @@ def setup(
         bool, typer.Option(help="Also run `prefect deploy` for prefect.yaml.")
     ] = True,
 ) -> None:
-    """Create or update the work pools (GPU pool limited to one run per GPU), blocks, deployments.
+    """Create or update the work pools, the GPU concurrency limits, blocks and deployments.
 
-    Safe to run again: pools and blocks are updated in place.
+    Each GPU of this host gets a global concurrency limit with one slot; a campaign holds it only
+    while it starts a runtime, runs the canary and evaluates. The pools have no limit, so queued
+    campaigns check pins and fetch models while they wait for the GPU. Safe to run again.
     """
     bootstrap = _orchestration("blocks.bootstrap")
     table = Table(title="Prefect setup")
     table.add_column("object")
     table.add_column("action")
     table.add_column("detail")
-    action = bootstrap.ensure_work_pool(pool, gpus)
-    table.add_row(f"work pool {pool}", action, f"process, concurrency limit {gpus}")
+    gpu_limit_name = _orchestration("flows.campaign").gpu_limit_name
+    action = bootstrap.ensure_work_pool(pool, None)
+    table.add_row(f"work pool {pool}", action, "process, no limit (the GPU limits below guard)")
+    for index in range(gpus):
+        name = gpu_limit_name(devices=str(index))
+        action = bootstrap.ensure_gpu_limit(name)
+        table.add_row(f"concurrency limit {name}", action, f"1 slot: one campaign on GPU {index}")
     action = bootstrap.ensure_work_pool(lab_pool, None)
     table.add_row(f"work pool {lab_pool}", action, "process, no limit")
     if blocks:
@@ -103,7 +110,7 @@ def setup(
     _console.print(table)
     _console.print(
         f"Start one worker per GPU: CUDA_VISIBLE_DEVICES=0 prefect worker start --pool {pool} "
-        f"--limit 1 (see docs/orchestration.md)"
+        "(see docs/orchestration.md)"
     )
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,22 @@ def artifacts(key: str) -> list[object]:
         )
 
 
+def task_run_names(campaign_id: str) -> list[str]:
+    """Task names of the flow run whose campaign is ``campaign_id``."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, TaskRunFilter
+
+    from flows.campaign import campaign_id_for
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter())
+        [run] = [r for r in runs if str(campaign_id_for(r.id)) == campaign_id]
+        tasks = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id={"any_": [run.id]}), task_run_filter=TaskRunFilter()
+        )
+    return [t.name.split(" · ")[0] for t in tasks]
+
+
 TWO = """  - {name: mc, tasks: [demo_mc], limit: 5}
   - {name: gen, tasks: [demo_gen], limit: 5}
 """
@@ -34,7 +52,7 @@ def test_campaign_flow_stores_runs_publishes_artifacts_and_resumes(
     from flows.campaign import campaign
 
     path = campaign_yaml(tmp_path, "flow-two", TWO)
-    summary = campaign(campaign=str(path))
+    summary = campaign(campaign_path=str(path))
     assert summary["status"] == "succeeded"
     assert [(r["benchmark"], r["status"], r["skipped"]) for r in summary["runs"]] == [
         ("mc", "succeeded", False),
@@ -53,15 +71,29 @@ def test_campaign_flow_stores_runs_publishes_artifacts_and_resumes(
     assert camp["status"] == "succeeded"
 
     # Each benchmark published its scores and raw-output paths; the flow a summary.
-    [mc] = artifacts("run-tiny-base-transformers-mc")
+    # Keys are per campaign; the raw files are listed with their sha256 and the host.
+    [mc] = artifacts("run-flow-two-tiny-base-transformers-mc")
     assert "| demo_mc | acc | none |" in mc.data and rows[1]["raw_path"] in mc.data
-    [gen] = artifacts("run-tiny-base-transformers-gen")
+    assert f"host `{socket.gethostname()}`" in mc.data
+    raw = Path(rows[1]["raw_path"])
+    assert f"| `{raw}` | `{hashlib.sha256(raw.read_bytes()).hexdigest()}` |" in mc.data
+    [gen] = artifacts("run-flow-two-tiny-base-transformers-gen")
     assert "exact_match" in gen.data
     [summary_art] = artifacts("campaign-flow-two")
     assert "Campaign flow-two — succeeded" in summary_art.data and "| mc |" in summary_art.data
+    [board] = artifacts("leaderboard-flow-two")
+    assert board.data.startswith("[Leaderboard after flow-two](file://")
+    assert (lab_home / "site" / "index.html").is_file()
+
+    # The DAG: every step is a task run of its own; ingest is separate from evaluate.
+    names = task_run_names(summary["campaign_id"])
+    assert names.count("evaluate") == 2 and names.count("ingest") == 2
+    for step in ("verify-pins", "fetch-model", "plan", "open-campaign", "start-runtime"):
+        assert step in names
+    assert {"canary", "stop-runtime", "close-campaign", "publish"} <= set(names)
 
     # The same campaign again: both runs already succeeded with the same pins.
-    again = campaign(campaign=str(path))
+    again = campaign(campaign_path=str(path))
     assert [(r["benchmark"], r["skipped"]) for r in again["runs"]] == [("mc", True), ("gen", True)]
     n = fetch(
         pg_dsn,
@@ -71,10 +103,11 @@ def test_campaign_flow_stores_runs_publishes_artifacts_and_resumes(
     assert n == 2
 
 
-def test_a_benchmark_failing_after_retries_is_recorded_and_others_finish(
+def test_a_permanent_failure_is_recorded_once_and_others_finish(
     pg_dsn: str, lab_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import flows.campaign as module
+    from evallab.campaign import CampaignEngine
     from evallab.errors import LabError
 
     tasks = tmp_path / "tasks"
@@ -83,18 +116,13 @@ def test_a_benchmark_failing_after_retries_is_recorded_and_others_finish(
     (tasks / "broken_mc.yaml").write_text(broken.replace("data/demo_mc.jsonl", "data/broken.jsonl"))
     (tasks / "data" / "broken.jsonl").write_text('{"question": "1+1?", "choices": ["2", "3"]\n')
     attempts: list[str] = []
-    real = module.execute_benchmark
+    real = CampaignEngine.evaluate
 
-    def counting(*args: object, **kwargs: object) -> object:
-        attempts.append(args[5].name)  # type: ignore[attr-defined]
-        return real(*args, **kwargs)  # type: ignore[arg-type]
+    def counting(self: CampaignEngine, run: object, session: object) -> object:
+        attempts.append(run.bench.name)  # type: ignore[attr-defined]
+        return real(self, run, session)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(module, "execute_benchmark", counting)
-    monkeypatch.setattr(
-        module,
-        "benchmark_task",
-        module.benchmark_task.with_options(retries=1, retry_delay_seconds=0),
-    )
+    monkeypatch.setattr(CampaignEngine, "evaluate", counting)
     path = campaign_yaml(
         tmp_path,
         "flow-fail",
@@ -103,11 +131,12 @@ def test_a_benchmark_failing_after_retries_is_recorded_and_others_finish(
 """,
         tasks_dir=tasks,
     )
-    state = module.campaign(campaign=str(path), return_state=True)
+    state = module.campaign(campaign_path=str(path), return_state=True)
     assert state.is_failed()
-    with pytest.raises(LabError, match="1 run\\(s\\) failed after their retries"):
+    with pytest.raises(LabError, match="1 run\\(s\\) failed, the other 1 finished"):
         state.result()
-    assert attempts == ["bad", "bad", "good"]  # one retry, then the next benchmark
+    # A broken task is not transient: no retry re-runs it; the next benchmark runs.
+    assert attempts == ["bad", "good"]
     rows = fetch(
         pg_dsn,
         "SELECT r.benchmark, r.status, r.status_reason FROM runs r JOIN campaigns c "

@@ -216,8 +216,6 @@ def _run_benchmarks(
         engine.finished(ex.run(Step.INGEST, run.label, engine.ingest, folder))
 
 
-def run_locally(
-    engine: CampaignEngine, policy: FailurePolicy = DEFAULT_POLICY
-) -> CampaignResult:
+def run_locally(engine: CampaignEngine, policy: FailurePolicy = DEFAULT_POLICY) -> CampaignResult:
     """Run ``engine``'s campaign in this process (what ``evallab run`` does)."""
     return run_campaign(engine, LocalExecutor(policy, on_retry=engine.reporter.message))
