@@ -19,7 +19,7 @@ from evallab.harnesses.base import SampleOutcome, ScoreRow
 from evallab.paths import SQL_DIR
 from evallab.store.db import connect, redact
 from evallab.store.embedded import EmbeddedPostgres
-from evallab.store.ingest import _upsert_sql, ingest_run, insert_campaign, register_codecs
+from evallab.store.ingest import ingest_run, insert_campaign
 from evallab.store.migrate import migrate, migration_status
 from evallab.store.records import CampaignRecord, RunRecord
 
@@ -260,7 +260,7 @@ def test_unstorable_outcome_is_refused_before_writing(
             bad = [*good, SampleOutcome("t", doc_id, doc_hash, "acc", "none", 1.0)]
             with pytest.raises(StorageError, match=expected) as exc:
                 await ingest_run(conn, rec, outcomes=bad)
-            assert str(doc_id) in (exc.value.value or "")
+            assert str(doc_id) in str(exc.value.value or "")
             # The earlier ingest of this run is untouched.
             assert (
                 await conn.fetchval(
@@ -281,27 +281,58 @@ def test_packed_hash_migration_keeps_stored_outcomes(fresh_dsn: str, tmp_path: P
     for f in sorted((SQL_DIR / "migrations").glob("*.sql")):
         if f.name < "0005":
             shutil.copy(f, older / f.name)
+    later = sorted(
+        int(f.name[:4]) for f in (SQL_DIR / "migrations").glob("*.sql") if f.name >= "0005"
+    )
     hashes = [sha(f"d{i}") for i in range(3)]
+    campaign_id, run_id = uuid.uuid4(), uuid.uuid4()
 
     async def go() -> None:
         conn = await connect(fresh_dsn)
         try:
             await migrate(conn, older)
-            rec = make_run(await seed_campaign(conn))
-            await register_codecs(conn)
-            await conn.execute(_upsert_sql("runs", RunRecord.columns(), "run_id"), *rec.values())
+            # Rows as a pre-0005 lab wrote them: SQL of that schema, not today's records (later
+            # migrations add columns that a database at version 4 doesn't have).
+            await conn.execute(
+                "INSERT INTO campaigns (campaign_id, name, spec, spec_sha256, spec_path, "
+                "lab_version, lab_commit, started_at, status) "
+                "VALUES ($1, 'c', '{\"a\": 1}'::jsonb, 'x', 'p', '0.1', 'c', now(), 'running')",
+                campaign_id,
+            )
+            await conn.execute(
+                "INSERT INTO runs (run_id, campaign_id, run_key, benchmark, model_name, "
+                "model_source, model_id, model_revision, model_sha256, quant, runtime, "
+                "runtime_label, runtime_version, harness, harness_version, tasks, seed, "
+                "generation_config, lab_version, lab_commit, env_fingerprint, python_version, "
+                "hostname, status, started_at) "
+                "VALUES ($1, $2, $3, 'b', 'm', 'tiny', 'evallab/tiny', 'local:abc', $4, 'none', "
+                "'transformers', 'transformers', '5', 'lm_eval', '0.4.13', '{t}', 1, "
+                "'{\"max_gen_toks\": 8}'::jsonb, '0.1.0', 'c', 'f', '3.11', 'h', 'succeeded', "
+                "now())",
+                run_id,
+                campaign_id,
+                "k" * 64,
+                "s" * 64,
+            )
             await conn.execute(
                 "INSERT INTO sample_outcome_sets VALUES ($1, 't', 'acc', 'none', $2, $3, $4)",
-                rec.run_id,
+                run_id,
                 [2, 0, 1],
                 ",".join(hashes),
                 [1.0, 0.0, 0.5],
             )
             applied = await migrate(conn)
-            assert [m.version for m in applied] == [5]
+            assert [m.version for m in applied] == later
+            assert later[0] == 5
+            old_row = await conn.fetchrow(
+                "SELECT status, driver, status_reason FROM campaigns WHERE campaign_id = $1",
+                campaign_id,
+            )
+            assert old_row is not None
+            assert tuple(old_row) == ("running", "", "")  # 0006's columns default for old rows
             rows = await conn.fetch(
                 "SELECT doc_id, doc_hash, value FROM sample_outcomes WHERE run_id = $1",
-                rec.run_id,
+                run_id,
             )
             assert [tuple(r) for r in rows] == [
                 (2, hashes[0], 1.0),

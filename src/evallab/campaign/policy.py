@@ -42,6 +42,7 @@ __all__ = [
     "FailurePolicy",
     "Rule",
     "Step",
+    "policy_table",
 ]
 
 
@@ -82,6 +83,11 @@ def _is_interrupt(exc: BaseException) -> bool:
     return isinstance(exc, KeyboardInterrupt | CampaignInterrupted) or (
         type(exc).__name__ in {"TerminationSignal", "CancelledRun", "Abort"}
     )
+
+
+def _disk_full(exc: BaseException) -> bool:
+    # DiskFullError lives with the run folder code, which imports this module's users.
+    return type(exc).__name__ == "DiskFullError" or is_disk_full(exc)
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -184,7 +190,7 @@ class FailurePolicy:
 DEFAULT_POLICY = FailurePolicy(
     rules=(
         Rule(frozenset(), _is_interrupt, "Ctrl-C, cancel, SIGTERM", Action.INTERRUPT),
-        Rule(frozenset(), is_disk_full, "disk full", Action.STOP_CAMPAIGN),
+        Rule(frozenset(), _disk_full, "disk full", Action.STOP_CAMPAIGN),
         Rule(
             frozenset(),
             _isa(EnvironmentChangedError),
@@ -222,3 +228,18 @@ DEFAULT_POLICY = FailurePolicy(
         Rule(frozenset(), _any, "any other error", Action.STOP_CAMPAIGN),
     )
 )
+
+
+def policy_table(policy: FailurePolicy = DEFAULT_POLICY) -> str:
+    """The policy as a Markdown table (``docs/failure-policy.md`` holds this exact text)."""
+    lines = [
+        "| # | steps | error | action | retries (delays) | then |",
+        "|---|---|---|---|---|---|",
+    ]
+    for i, rule in enumerate(policy.rules, 1):
+        steps = ", ".join(sorted(str(s) for s in rule.steps)) if rule.steps else "every step"
+        delays = ", ".join(f"{d:g} s" for d in rule.delays_s)
+        retries = f"{len(rule.delays_s)} ({delays})" if rule.delays_s else "—"
+        then = str(rule.then) if rule.then else "—"
+        lines.append(f"| {i} | {steps} | {rule.error} | {rule.action} | {retries} | {then} |")
+    return "\n".join(lines)
