@@ -1,12 +1,14 @@
 """Scheduled polling for new model releases on the Hugging Face hub.
 
 For labs that can't receive Hugging Face webhooks (``evallab webhook serve``), this flow polls
-the repositories and authors of a watch list, and emits ``hf.model.released`` for every new
+the repositories and authors of a watch list, and posts ``hf.model.released`` for every new
 commit; prefect.yaml's trigger turns each event into a campaign run. What was seen is kept in
 PostgreSQL, so restarts don't re-announce anything.
 
-:func:`release_poster` is the webhook receiver's emitter: it posts the event to the Prefect API
-and returns only once the API accepted it.
+Both the poller and the webhook receiver announce through :func:`release_poster`: it posts the
+event to the Prefect API and returns only once the API accepted it. A release is recorded as
+announced only after that, so an event the API never got is announced again at the next poll
+(the event id is derived from repo@revision: the API stores a re-announced event once).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 import httpx
 from prefect import flow, get_run_logger, task
 from prefect.client.orchestration import SyncPrefectClient
-from prefect.events import Event, Resource, emit_event
+from prefect.events import Event, Resource
 from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_KEY, PREFECT_API_URL
 
 from blocks.lab import apply_worker_settings, results_database
@@ -31,14 +33,9 @@ from evallab.watch import (
 )
 from evallab.webhook import AnnounceError, WebhookSetupError
 
-__all__ = ["emit_release", "prefect_api_url", "release_event", "release_poster", "watch_models"]
+__all__ = ["prefect_api_url", "release_event", "release_poster", "watch_models"]
 
 WATCHLIST = "flows/watched_models.yaml"
-
-
-def emit_release(release: ModelRelease) -> None:
-    """Emit ``hf.model.released`` for one release (the webhook receiver uses this too)."""
-    emit_event(event=RELEASE_EVENT, resource=release.resource, payload=release.payload)
 
 
 def release_event(release: ModelRelease) -> Event:
@@ -79,7 +76,7 @@ def release_poster(
 ) -> Callable[[ModelRelease], None]:
     """An emitter that posts ``hf.model.released`` to the Prefect API and waits for its answer.
 
-    Unlike :func:`emit_release` (Prefect's background events worker, which drops events it can't
+    Unlike Prefect's ``emit_event`` (a background events worker, which drops events it can't
     send), the returned callable raises :class:`AnnounceError` unless the API accepted the event.
 
     Args:
@@ -124,10 +121,35 @@ def poll_task(dsn: str, watchlist: str, endpoint: str | None) -> list[ModelRelea
 
 @task(name="announce", retries=2, retry_delay_seconds=10)
 def announce_task(dsn: str, releases: list[ModelRelease]) -> None:
-    """Emit one event per release, then record them as announced."""
-    for release in releases:
-        emit_release(release)
-    mark_announced(dsn, releases)
+    """Post one event per release; record each as announced once the Prefect API accepted it.
+
+    Raises:
+        AnnounceError: the API did not accept an event (it is down, or refused it). The releases
+            accepted before it are recorded; the others are announced again at the next poll.
+    """
+    try:
+        post = release_poster()
+    except WebhookSetupError as exc:
+        raise AnnounceError(
+            "the release watcher needs a Prefect server to announce releases to, and "
+            "PREFECT_API_URL is not set",
+            value="PREFECT_API_URL (environment and active Prefect profile)",
+            fix="run the watch-models deployment on a worker of the lab's Prefect server",
+        ) from exc
+    for index, release in enumerate(releases):
+        try:
+            post(release)
+        except AnnounceError as exc:
+            left = releases[index:]
+            raise AnnounceError(
+                f"could not announce {release.repo_id}@{release.revision[:12]}: {exc.what}; "
+                f"{index} of {len(releases)} release(s) announced, {len(left)} left "
+                "unannounced (the next poll announces them): "
+                + ", ".join(f"{r.repo_id}@{r.revision[:12]}" for r in left),
+                value=exc.value,
+                fix=exc.fix,
+            ) from exc
+        mark_announced(dsn, [release])
 
 
 @flow(name="watch-models", log_prints=True)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,22 +62,16 @@ class ModelArtifact:
 
 
 def _tiny(spec: TinyModelSpec, base_dir: Path) -> ModelArtifact:
-    from evallab.tiny_model import build_tiny_model
-
     key = f"tiny-s{spec.seed}-l{spec.layers}-h{spec.hidden}"
     if spec.finetune_task:
         key += f"-ft-{spec.finetune_task}-{spec.finetune_steps}"
     folder = lab_home() / "models" / key
     if not (folder / "config.json").exists():
-        if spec.finetune_task:
-            from evallab.finetune import finetune_tiny
-
-            base = folder.with_name(f"tiny-s{spec.seed}-l{spec.layers}-h{spec.hidden}")
-            if not (base / "config.json").exists():
-                build_tiny_model(base, seed=spec.seed, layers=spec.layers, hidden=spec.hidden)
-            finetune_tiny(base, folder, spec.finetune_task, spec.finetune_steps, base_dir)
-        else:
-            build_tiny_model(folder, seed=spec.seed, layers=spec.layers, hidden=spec.hidden)
+        # Two campaigns on this host (two Prefect flow runs, two `evallab run`) may fetch the
+        # same tiny model at once: one builds it, the other waits and uses it.
+        with _build_lock(folder):
+            if not (folder / "config.json").exists():
+                _build_tiny(spec, folder, base_dir)
     digest = folder_sha256(folder)
     return ModelArtifact(
         name=spec.name,
@@ -87,6 +84,33 @@ def _tiny(spec: TinyModelSpec, base_dir: Path) -> ModelArtifact:
         chat=spec.chat,
         weights_sha256=_weights_sha(folder),
     )
+
+
+def _build_tiny(spec: TinyModelSpec, folder: Path, base_dir: Path) -> None:
+    from evallab.tiny_model import build_tiny_model
+
+    if spec.finetune_task:
+        from evallab.finetune import finetune_tiny
+
+        base = folder.with_name(f"tiny-s{spec.seed}-l{spec.layers}-h{spec.hidden}")
+        with _build_lock(base):
+            if not (base / "config.json").exists():
+                build_tiny_model(base, seed=spec.seed, layers=spec.layers, hidden=spec.hidden)
+        finetune_tiny(base, folder, spec.finetune_task, spec.finetune_steps, base_dir)
+    else:
+        build_tiny_model(folder, seed=spec.seed, layers=spec.layers, hidden=spec.hidden)
+
+
+@contextlib.contextmanager
+def _build_lock(folder: Path) -> Iterator[None]:
+    """Hold this host's lock on building the models folder ``folder`` (waits for it)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with (folder.parent / f".{folder.name}.lock").open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _weights_sha(folder: Path) -> str:

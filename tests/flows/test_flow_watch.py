@@ -52,11 +52,12 @@ def test_polling_baselines_then_reports_each_new_commit_once(migrated_dsn: str) 
 
 
 def test_release_campaign_replaces_models_with_the_pinned_release() -> None:
-    from evallab.spec import load_campaign
+    from evallab.spec import HubModelSpec, load_campaign
 
     spec, _ = load_campaign(REPO / "deployments" / "demo.yaml")
     release = release_campaign(spec, "acme-ai/tiny-chat", SHA2, chat=True)
     [model] = release.models
+    assert isinstance(model, HubModelSpec)
     assert (model.source, model.repo, model.revision, model.chat, model.name) == (
         "hf",
         "acme-ai/tiny-chat",
@@ -136,3 +137,54 @@ def test_watch_flow_with_the_hub_down_fails_within_seconds_naming_the_url(
     assert "flowtest/down" in message and "ConnectError" in message
     assert "gave up after 3 attempts" in message
     assert "HF_ENDPOINT" in message and "HF_HUB_OFFLINE=1" in message
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_watch_flow_marks_a_release_announced_only_once_the_api_accepted_it(
+    pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.settings import PREFECT_API_URL
+
+    import flows.watch_models as watch_flow
+    from evallab.webhook import AnnounceError
+
+    watchlist = tmp_path / "watch.yaml"
+    watchlist.write_text("campaign: deployments/demo.yaml\nwatch:\n  - repo: flowtest/lost\n")
+    watched = Watchlist.model_validate(
+        {"campaign": "deployments/demo.yaml", "watch": [{"repo": "flowtest/lost"}]}
+    )
+    dead = f"http://127.0.0.1:{free_port()}/api"  # nothing listens there
+    # The flow itself reports to the harness; only its announcements go to the dead API. Its
+    # task retries (2) stay, without their 10 s delays.
+    monkeypatch.setattr(watch_flow, "prefect_api_url", lambda: dead)
+    monkeypatch.setattr(
+        watch_flow, "announce_task", watch_flow.announce_task.with_options(retry_delay_seconds=0)
+    )
+    with fake_hub() as hub:
+        hub.push("flowtest/lost", SHA1)
+        assert watch_flow.watch_models(watchlist=str(watchlist), endpoint=hub.url) == []  # baseline
+        hub.push("flowtest/lost", SHA2)
+        started = time.monotonic()
+        state = watch_flow.watch_models(
+            watchlist=str(watchlist), endpoint=hub.url, return_state=True
+        )
+        assert time.monotonic() - started < 60
+        assert state.is_failed()
+        with pytest.raises(AnnounceError) as err:
+            state.result()
+        message = err.value.message
+        assert f"could not announce flowtest/lost@{SHA2[:12]}" in message
+        assert "the Prefect API did not accept the event" in message and "ConnectError" in message
+        assert "0 of 1 release(s) announced, 1 left unannounced" in message
+        assert f"POST {dead}/events" in message
+        # Not recorded as announced: the next poll finds it again...
+        [again] = poll_releases(pg_dsn, watched, endpoint=hub.url)
+        assert (again.repo_id, again.revision) == ("flowtest/lost", SHA2)
+        # ...and announces it once the API is back.
+        monkeypatch.setattr(watch_flow, "prefect_api_url", lambda: str(PREFECT_API_URL.value()))
+        assert watch_flow.watch_models(watchlist=str(watchlist), endpoint=hub.url) == [
+            {"repo": "flowtest/lost", "revision": SHA2, "campaign": "deployments/demo.yaml"}
+        ]
+        assert poll_releases(pg_dsn, watched, endpoint=hub.url) == []
+    [event] = released_events(str(PREFECT_API_URL.value()), "flowtest/lost")
+    assert event["payload"]["revision"] == SHA2
