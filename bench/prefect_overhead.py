@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -58,6 +59,7 @@ WORKER_SETTINGS = {
     "PREFECT_WORKER_PREFETCH_SECONDS": "0",
 }
 MARKER = "EVALLAB_BENCH_PREFECT_OVERHEAD"
+CAMPAIGN_CPU = "campaign process (evallab run / flow run)"
 TOKEN = uuid.uuid4().hex
 _BIN = Path(sys.executable).parent
 EVALLAB = (
@@ -106,6 +108,46 @@ def stop_everything_marked() -> None:
     """Stop every process group this bench started (the worker's flow runs included)."""
     for pgid in _marked_pgids():
         stop_group(pgid, grace=10)
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _stats() -> list[list[str]]:
+    """``/proc/PID/stat`` of every live process, split after the command name."""
+    rows = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                raw = Path(f"/proc/{entry}/stat").read_text()
+                rows.append([entry, *raw[raw.rindex(")") + 2 :].split()])
+    return rows
+
+
+def group_cpu(pgid: int) -> tuple[float, float]:
+    """CPU seconds of a process group: (its live processes, the children they reaped)."""
+    own = reaped = 0.0
+    for row in _stats():
+        if int(row[3]) == pgid:  # pid, state, ppid, pgrp, ..., utime stime cutime cstime
+            own += (int(row[12]) + int(row[13])) / _TICK
+            reaped += (int(row[14]) + int(row[15])) / _TICK
+    return own, reaped
+
+
+def children_cpu() -> float:
+    """CPU seconds of this process's children that have been waited for."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def wait_reaped(parent: int, timeout: float = 120) -> None:
+    """Wait until ``parent`` has reaped its children outside its own group (flow runs)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(int(r[2]) == parent and int(r[3]) != parent for r in _stats()):
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"the worker's flow-run process still runs {timeout:.0f} s after COMPLETED")
 
 
 def run_cmd(
@@ -176,6 +218,9 @@ class Sample:
     wall: float
     phases: dict[str, float] = field(default_factory=dict)
     tasks: dict[str, float] = field(default_factory=dict)
+    timeline: list[str] = field(default_factory=list)
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds used during the run
+    load: float = 0.0  # 1-minute load average when it finished (the machine may be shared)
 
 
 async def _campaign_rows(dsn: str) -> tuple[asyncpg.Record, list[asyncpg.Record]]:
@@ -233,36 +278,57 @@ def prefect_run(env: dict[str, str], api: httpx.Client) -> tuple[float, float, d
             raise SystemExit(f"flow run {flow_run_id} not finished after {RUN_TIMEOUT_S} s")
         time.sleep(0.1)
     t_end = time.time()
-    states = api.get("/flow_run_states/", params={"flow_run_id": flow_run_id}).json()
-    task_runs = api.post(
-        "/task_runs/filter", json={"flow_runs": {"id": {"any_": [flow_run_id]}}, "limit": 200}
-    ).json()
-    return t0, t_end, {"submitted": t_submitted, "states": states, "task_runs": task_runs}
-
-
-def prefect_phases(t0: float, t_end: float, info: dict[str, Any]) -> tuple[dict, dict]:
-    states = sorted(info["states"], key=lambda s: s["timestamp"])
-    first = {}
-    for s in states:
-        first.setdefault(s["type"], ts(s["timestamp"]))
-    pending, running, done = first["PENDING"], first["RUNNING"], first["COMPLETED"]
-    tasks: dict[str, float] = defaultdict(float)
-    task_starts, task_ends = [], []
-    for tr in info["task_runs"]:
-        tasks[tr["name"]] += tr["total_run_time"]
-        task_starts.append(ts(tr["start_time"]))
-        task_ends.append(ts(tr["end_time"]))
-    phases = {
-        "evallab submit (process)": info["submitted"] - t0,
-        "submitted→PENDING (worker poll)": pending - info["submitted"],
-        "PENDING→RUNNING (flow process start)": running - pending,
-        "RUNNING→first task": min(task_starts) - running,
-        "task runs (sum)": sum(tasks.values()),
-        "between/around tasks": (max(task_ends) - min(task_starts)) - sum(tasks.values()),
-        "last task→COMPLETED": done - max(task_ends),
-        "COMPLETED→seen by poll": t_end - done,
+    flow_filter = {"flow_runs": {"id": {"any_": [flow_run_id]}}}
+    info = {
+        "submitted": t_submitted,
+        "states": api.get("/flow_run_states/", params={"flow_run_id": flow_run_id}).json(),
+        "task_runs": api.post("/task_runs/filter", json={**flow_filter, "limit": 200}).json(),
+        "logs": api.post(
+            "/logs/filter",
+            json={"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "sort": "TIMESTAMP_ASC"},
+        ).json(),
     }
-    return phases, dict(tasks)
+    return t0, t_end, info
+
+
+def prefect_phases(
+    t0: float, t_end: float, info: dict[str, Any]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Split submit→completed by the flow run's states and its task runs (server timestamps)."""
+    first: dict[str, float] = {}
+    for s in sorted(info["states"], key=lambda s: s["timestamp"]):
+        first.setdefault(s["type"], ts(s["timestamp"]))
+    created, done = first["SCHEDULED"], first["COMPLETED"]
+    pending, running = first.get("PENDING", created), first["RUNNING"]
+    steps: dict[str, float] = defaultdict(float)
+    starts, ends = [], []
+    for tr in info["task_runs"]:
+        steps[tr["name"].split(" · ")[0]] += tr["total_run_time"]
+        starts.append(ts(tr["start_time"]))
+        ends.append(ts(tr["end_time"]))
+    in_tasks = sum(steps.values())
+    phases = {
+        "submit→flow run created": created - t0,
+        "created→PENDING (worker poll)": pending - created,
+        "PENDING→RUNNING (flow process start)": running - pending,
+        "RUNNING→first task": min(starts) - running,
+        "task runs (sum)": in_tasks,
+        "between tasks (GPU limit, artifacts...)": (max(ends) - min(starts)) - in_tasks,
+        "last task→COMPLETED": done - max(ends),
+        "COMPLETED→seen by poll": t_end - done,
+        "(evallab submit process exited at)": info["submitted"] - t0,
+    }
+    return phases, dict(steps)
+
+
+def timeline(t0: float, info: dict[str, Any], until: str = "Beginning flow run") -> list[str]:
+    """The flow run's log lines (worker and flow) up to the first step, as offsets from submit."""
+    lines = []
+    for log in info["logs"]:
+        lines.append(f"    +{ts(log['timestamp']) - t0:6.2f} s  {log['message'][:110]}")
+        if until in log["message"]:
+            break
+    return lines
 
 
 # ------------------------------------------------------------------------------------ main
@@ -310,7 +376,7 @@ def main() -> None:
                 [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
                  "--port", str(port)],
                 env, tmp / "server.log",
-            ),
+            ) as server,
             httpx.Client(base_url=url, timeout=30) as api,
         ):  # fmt: skip
             wait_until(
@@ -327,7 +393,7 @@ def main() -> None:
                 [sys.executable, "-m", "prefect", "worker", "start", "--pool", "gpu",
                  "--name", "bench-gpu-0"],
                 worker_env, tmp / "worker.log",
-            ):  # fmt: skip
+            ) as worker:  # fmt: skip
                 wait_until(
                     "worker online",
                     lambda: any(
@@ -337,14 +403,17 @@ def main() -> None:
                     120,
                     tmp / "worker.log",
                 )
-                samples = bench(env, runs_link, api, tmp)
+                samples = bench(env, runs_link, api, tmp, server.pid, worker.pid)
     finally:
         stop_everything_marked()
         shutil.rmtree(tmp, ignore_errors=True)
     report(samples)
 
 
-def bench(env: dict[str, str], runs_link: Path, api: httpx.Client, tmp: Path) -> list[Sample]:
+def bench(
+    env: dict[str, str], runs_link: Path, api: httpx.Client, tmp: Path, server: int, worker: int
+) -> list[Sample]:
+    """Warm-ups, then the pairs; each run on a fresh database and runs folder."""
     samples: list[Sample] = []
     order = [("prefect", "cli"), ("cli", "prefect")]
     for index in range(PAIRS + 1):
@@ -355,18 +424,34 @@ def bench(env: dict[str, str], runs_link: Path, api: httpx.Client, tmp: Path) ->
             runs_dir.mkdir(parents=True)
             with scratch_postgres() as (dsn, _):
                 run_env = {**env, "EVALLAB_DATABASE_URL": dsn}
+                if driver == "prefect":
+                    run_cmd([*EVALLAB, "prefect", "bootstrap-blocks"], run_env, timeout=300)
+                    runs_link.unlink(missing_ok=True)
+                    runs_link.symlink_to(runs_dir)
+                cpu0 = (sum(group_cpu(server)), *group_cpu(worker), children_cpu())
                 if driver == "cli":
                     t0, t_end = cli_run({**run_env, "EVALLAB_RUNS_DIR": str(runs_dir)})
                     sample = Sample("cli", t_end - t0)
                 else:
-                    run_cmd([*EVALLAB, "prefect", "bootstrap-blocks"], run_env, timeout=300)
-                    runs_link.unlink(missing_ok=True)
-                    runs_link.symlink_to(runs_dir)
                     t0, t_end, info = prefect_run(run_env, api)
+                    wait_reaped(worker)  # its CPU time then counts in the worker's children
                     phases, tasks = prefect_phases(t0, t_end, info)
-                    sample = Sample("prefect", t_end - t0, phases, tasks)
+                    sample = Sample("prefect", t_end - t0, phases, tasks, timeline(t0, info))
+                cpu1 = (sum(group_cpu(server)), *group_cpu(worker), children_cpu())
+                server_s, worker_s, flow_s, ours_s = (
+                    b - a for a, b in zip(cpu0, cpu1, strict=True)
+                )
+                sample.cpu = {
+                    "campaign process (evallab run / flow run)": ours_s
+                    if driver == "cli"
+                    else flow_s,
+                    "evallab submit": ours_s if driver == "prefect" else 0.0,
+                    "prefect server": server_s,
+                    "prefect worker (itself)": worker_s,
+                }
                 sample.phases |= db_phases(dsn, runs_dir.resolve(), driver, t0, t_end)
-            print(f"{label}: {sample.wall:.1f} s")
+            sample.load = os.getloadavg()[0]
+            print(f"{label}: {sample.wall:.1f} s  (load average {sample.load:.1f})")
             if index:
                 pair.append(sample)
                 samples.append(sample)
@@ -397,9 +482,22 @@ def report(samples: list[Sample]) -> None:
     print("    task runs by step:")
     for name, value in _median_dict([s.tasks for s in prefect]).items():
         print(f"      {name:<38} {value:7.2f}")
+    print(f"    first seconds of the last flow run (from its logs, {os.cpu_count()} CPUs here):")
+    print("\n".join(prefect[-1].timeline))
     print("  cli:")
     for name, value in _median_dict([s.phases for s in cli]).items():
         print(f"    {name:<40} {value:7.2f}")
+    # CPU seconds depend much less than wall time on what else loads the machine. The server and
+    # worker are charged to Prefect; during the CLI's runs they idle (shown, not charged).
+    print("\nCPU seconds used during a run (medians):          prefect       cli")
+    p_cpu, c_cpu = _median_dict([s.cpu for s in prefect]), _median_dict([s.cpu for s in cli])
+    for name in p_cpu:
+        idle = " (idle)" if "prefect " in name else ""
+        print(f"  {name:<44} {p_cpu[name]:8.1f}  {c_cpu[name]:8.1f}{idle}")
+    p_total = statistics.median(sum(s.cpu.values()) for s in prefect)
+    c_total = statistics.median(s.cpu[CAMPAIGN_CPU] for s in cli)
+    print(f"  {'charged to the driver':<44} {p_total:8.1f}  {c_total:8.1f}"
+          f"   ratio {p_total / c_total:.3f}")  # fmt: skip
     print(f"RESULT prefect_overhead {p_med / c_med:.3f} x goal <= {GOAL:.2f}")
 
 

@@ -138,7 +138,7 @@ def ensure_work_pool(name: str, concurrency_limit: int | None) -> Literal["creat
         return "updated"
 
 
-def ensure_gpu_limit(name: str) -> Literal["created", "exists"]:
+def ensure_gpu_limit(name: str) -> Literal["created", "exists", "updated"]:
     """Create the global concurrency limit ``name`` with one slot (a GPU), unless it exists.
 
     Campaign flows hold a slot of their GPU's limit only while they start a runtime, run its
@@ -147,15 +147,25 @@ def ensure_gpu_limit(name: str) -> Literal["created", "exists"]:
     """
     from httpx import HTTPStatusError
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.client.schemas.actions import (
+        GlobalConcurrencyLimitCreate,
+        GlobalConcurrencyLimitUpdate,
+    )
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
     with get_client(sync_client=True) as client:
         try:
-            client.read_global_concurrency_limit_by_name(name)
-            return "exists"
+            found = client.read_global_concurrency_limit_by_name(name)
         except ObjectNotFound:
-            pass
+            found = None
+        if found is not None:
+            if found.limit == 1 and found.active:
+                return "exists"
+            # A GPU holds one campaign: a limit someone raised (or disabled) would share it.
+            client.update_global_concurrency_limit(
+                name, GlobalConcurrencyLimitUpdate(limit=1, active=True)
+            )
+            return "updated"
         try:
             client.create_global_concurrency_limit(
                 GlobalConcurrencyLimitCreate(name=name, limit=1, active=True)

@@ -150,8 +150,10 @@ class PrefectExecutor:
 
         return condition
 
-    def run(self, step: Step, label: str, fn: Callable[..., T], *args: Any) -> T:
-        delays = self.policy.retry_delays(step)
+    def run(
+        self, step: Step, label: str, fn: Callable[..., T], *args: Any, retry: bool = True
+    ) -> T:
+        delays = self.policy.retry_delays(step) if retry else ()
         step_task = task(  # type: ignore[call-overload]
             fn,
             name=str(step),
@@ -313,8 +315,34 @@ def _campaign_path(campaign: Any, campaign_path: str | None) -> Path:
     return (REPO_ROOT / path) if (REPO_ROOT / path).exists() else (Path.cwd() / path)
 
 
+def _crashed_parameters(resubmit_of: str) -> dict[str, Any] | None:
+    """The parameters of the crashed flow run to resubmit, or None if it was a resubmission."""
+    from prefect.client.orchestration import get_client
+
+    run_id = uuid.UUID(resubmit_of.removeprefix("prefect.flow-run."))
+    logger = get_run_logger()
+    with get_client(sync_client=True) as client:
+        crashed = client.read_flow_run(run_id)
+        params = dict(crashed.parameters)
+        if params.get("resubmit_of"):
+            logger.warning(
+                "flow run %s crashed and was itself a resubmission (of %s): not resubmitting "
+                "it again; resume the campaign by hand (evallab submit FILE)",
+                crashed.name,
+                params["resubmit_of"],
+            )
+            return None
+        ctx = FlowRunContext.get()
+        if ctx and ctx.flow_run:
+            client.update_flow_run(ctx.flow_run.id, name=f"{crashed.name}-resubmitted")
+    logger.info("resubmitting crashed flow run %s (resuming its campaign)", crashed.name)
+    return params
+
+
 def _run_name() -> str:
     params = flow_run.parameters or {}
+    if params.get("resubmit_of"):
+        return f"resubmit-{str(params['resubmit_of']).rsplit('.', 1)[-1][:8]}"
     raw = params.get("campaign_path") or params.get("campaign") or "campaign"
     stem = Path(str(getattr(raw, "value", raw))).stem
     repo = params.get("model_repo")
@@ -346,6 +374,7 @@ def campaign(
     chat: bool = False,
     quant: str = "none",
     resume: bool = True,
+    resubmit_of: str | None = None,
 ) -> CampaignSummary:
     """Run a campaign file (optionally as a release campaign for one hub model).
 
@@ -357,7 +386,18 @@ def campaign(
         chat: Whether the released model is a chat model.
         quant: Quantisation label of the released model.
         resume: Skip runs that already succeeded with the same pins (run key).
+        resubmit_of: Set by the crash automation: the id of a crashed campaign flow run to run
+            again (its parameters, resuming). A run that was itself a resubmission is not
+            resubmitted again: at most once per campaign run.
     """
+    if resubmit_of:
+        original = _crashed_parameters(resubmit_of)
+        if original is None:
+            return CampaignSummary(status="not-resubmitted", resubmit_of=resubmit_of, runs=[])
+        campaign = original.get("campaign", campaign)
+        campaign_path = original.get("campaign_path")
+        model_repo, revision = original.get("model_repo"), original.get("revision")
+        chat, quant, resume = bool(original.get("chat")), original.get("quant") or "none", True
     path = _campaign_path(campaign, campaign_path)
     spec, base_dir = _load(path, model_repo, revision, chat, quant)
     apply_worker_settings()

@@ -380,10 +380,16 @@ def test_202_means_the_event_is_in_the_prefect_api_once_even_if_redelivered(
 def test_poster_refuses_without_api_url_and_fails_fast_on_a_dead_one(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     from flows.watch_models import release_poster
 
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    with pytest.raises(WebhookSetupError, match="PREFECT_API_URL"):
+    # Also without the URL a session's Prefect test harness may have set in Prefect's settings.
+    with (
+        temporary_settings(restore_defaults={PREFECT_API_URL}),
+        pytest.raises(WebhookSetupError, match="PREFECT_API_URL"),
+    ):
         release_poster(None)
     dead = f"http://127.0.0.1:{free_port()}/api"
     release = ModelRelease("acme-ai/x", SHA2, "deployments/demo.yaml", "webhook")

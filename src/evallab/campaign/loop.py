@@ -17,6 +17,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from evallab.campaign.engine import CampaignEngine, GroupPlan
@@ -43,8 +44,13 @@ class StepExecutor(Protocol):
 
     policy: FailurePolicy
 
-    def run(self, step: Step, label: str, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(*args)`` as ``step``, retrying what the policy calls transient."""
+    def run(
+        self, step: Step, label: str, fn: Callable[..., T], *args: Any, retry: bool = True
+    ) -> T:
+        """Run ``fn(*args)`` as ``step``, retrying what the policy calls transient.
+
+        With ``retry=False`` the first failure is raised at once (the caller defers the retry).
+        """
         ...
 
     def gpu(self, label: str) -> contextlib.AbstractContextManager[None]:
@@ -68,14 +74,16 @@ class LocalExecutor:
         self.policy = policy
         self.on_retry = on_retry or (lambda text: _log.warning("%s", text))
 
-    def run(self, step: Step, label: str, fn: Callable[..., T], *args: Any) -> T:
+    def run(
+        self, step: Step, label: str, fn: Callable[..., T], *args: Any, retry: bool = True
+    ) -> T:
         attempt = 1
         while True:
             try:
                 return fn(*args)
             except Exception as exc:
                 decision = self.policy.decide(step, exc)
-                if not self.policy.should_retry(step, exc, attempt):
+                if not retry or not self.policy.should_retry(step, exc, attempt):
                     raise
                 delay = decision.delays_s[attempt - 1]
                 self.on_retry(retry_message(step, label, exc, attempt, decision.retries, delay))
@@ -150,17 +158,35 @@ def _decide(ex: StepExecutor, step: Step, exc: Exception) -> Action:
     return action
 
 
+def _store(
+    engine: CampaignEngine, ex: StepExecutor, folder: Path, label: str, pending: list[Path]
+) -> None:
+    """Ingest a run folder while the group holds the GPU.
+
+    A transient failure is not retried here but after the GPU is released (``pending``), so a
+    database outage never holds the GPU.
+    """
+    try:
+        engine.finished(ex.run(Step.INGEST, label, engine.ingest, folder, retry=False))
+    except Exception as exc:
+        if ex.policy.decide(Step.INGEST, exc).action is not Action.RETRY:
+            raise
+        engine.reporter.message(f"storing {label} failed ({failure_reason(exc)}); retried later")
+        pending.append(folder)
+
+
 def _fail_runs(
     engine: CampaignEngine,
     ex: StepExecutor,
     runs: list[PlannedRun],
     reason: str,
     session: RuntimeSession | None,
+    pending: list[Path],
 ) -> None:
     for run in runs:
         engine.reporter.run_started(run.label, engine.next_index(), engine.total_runs)
         folder = engine.record_failure(run, reason, session)
-        engine.finished(ex.run(Step.INGEST, run.label, engine.ingest, folder))
+        _store(engine, ex, folder, run.label, pending)
 
 
 def _run_group(engine: CampaignEngine, ex: StepExecutor, plan: GroupPlan, total: int) -> None:
@@ -174,32 +200,49 @@ def _run_group(engine: CampaignEngine, ex: StepExecutor, plan: GroupPlan, total:
         engine.finished(ex.run(Step.INGEST, group.label, engine.ingest, folder))
     if not plan.todo:
         return
+    pending: list[Path] = []
     with ex.gpu(group.label):
+        _run_on_gpu(engine, ex, plan, pending)
+    # Runs whose store failed on the GPU are stored now, with the policy's retries.
+    for folder in pending:
+        engine.finished(ex.run(Step.INGEST, group.label, engine.ingest, folder))
+
+
+def _run_on_gpu(
+    engine: CampaignEngine, ex: StepExecutor, plan: GroupPlan, pending: list[Path]
+) -> None:
+    group = plan.group
+    try:
+        session = ex.run(Step.START_RUNTIME, group.label, engine.start_runtime, group)
+    except Exception as exc:
+        _decide(ex, Step.START_RUNTIME, exc)
+        reason = f"runtime did not start: {failure_reason(exc)}"
+        _fail_runs(engine, ex, plan.todo, reason, None, pending)
+        return
+    try:
+        _run_benchmarks(engine, ex, plan, session, pending)
+    finally:
         try:
-            session = ex.run(Step.START_RUNTIME, group.label, engine.start_runtime, group)
+            ex.run(Step.STOP_RUNTIME, group.label, engine.stop_runtime, session)
         except Exception as exc:
-            _decide(ex, Step.START_RUNTIME, exc)
-            _fail_runs(engine, ex, plan.todo, f"runtime did not start: {failure_reason(exc)}", None)
-            return
-        try:
-            _run_benchmarks(engine, ex, plan, session)
-        finally:
-            try:
-                ex.run(Step.STOP_RUNTIME, group.label, engine.stop_runtime, session)
-            except Exception as exc:
-                _decide(ex, Step.STOP_RUNTIME, exc)
-                engine.notes.append(f"runtime of {group.label} did not stop cleanly: {exc}")
+            _decide(ex, Step.STOP_RUNTIME, exc)
+            engine.notes.append(f"runtime of {group.label} did not stop cleanly: {exc}")
 
 
 def _run_benchmarks(
-    engine: CampaignEngine, ex: StepExecutor, plan: GroupPlan, session: RuntimeSession
+    engine: CampaignEngine,
+    ex: StepExecutor,
+    plan: GroupPlan,
+    session: RuntimeSession,
+    pending: list[Path],
 ) -> None:
     group = plan.group
     try:
         ex.run(Step.CANARY, group.label, engine.canary, group, session)
     except Exception as exc:
         _decide(ex, Step.CANARY, exc)
-        _fail_runs(engine, ex, plan.todo, f"canary failed: {failure_reason(exc)}", session)
+        reason = f"canary failed: {failure_reason(exc)}"
+        _fail_runs(engine, ex, plan.todo, reason, session, pending)
         return
     for i, run in enumerate(plan.todo):
         engine.reporter.run_started(run.label, engine.next_index(), engine.total_runs)
@@ -209,11 +252,11 @@ def _run_benchmarks(
             action = _decide(ex, Step.EVALUATE, exc)
             folder = engine.record_failure(run, failure_reason(exc), session)
             if action is Action.FAIL_GROUP:
-                engine.finished(ex.run(Step.INGEST, run.label, engine.ingest, folder))
-                _fail_runs(engine, ex, plan.todo[i + 1 :], failure_reason(exc), session)
+                _store(engine, ex, folder, run.label, pending)
+                _fail_runs(engine, ex, plan.todo[i + 1 :], failure_reason(exc), session, pending)
                 return
         # Its own step: a database hiccup retries the store, never the evaluation.
-        engine.finished(ex.run(Step.INGEST, run.label, engine.ingest, folder))
+        _store(engine, ex, folder, run.label, pending)
 
 
 def run_locally(engine: CampaignEngine, policy: FailurePolicy = DEFAULT_POLICY) -> CampaignResult:
