@@ -64,6 +64,11 @@ __all__ = [
 
 T = TypeVar("T")
 
+# lm-eval's tqdm bars would flood the worker's log (one line per refresh); the flow logs one line
+# per step instead. Set before lm-eval is imported by a step.
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+
 DEPLOYMENT = "campaign/campaign"
 _CAMPAIGN_NS = uuid.UUID("6d1f0c52-8a53-4c1e-9a41-0c7a3e2b5d10")
 #: Seconds a GPU slot's lease lives without renewal (a killed flow frees its GPU after this).

@@ -34,14 +34,16 @@ Span = tuple[datetime, datetime]
 
 
 def lab_env(server: PrefectServer, pg_dsn: str, lab_home: Path) -> dict[str, str]:
-    return {
+    env = {
         **server.env,
         "EVALLAB_DATABASE_URL": pg_dsn,
         "EVALLAB_HOME": str(lab_home),
-        "TQDM_DISABLE": "1",
         "TOKENIZERS_PARALLELISM": "false",
         "COLUMNS": "200",  # setup's table and submit's line are not wrapped
     }
+    # No TQDM_DISABLE: the flow itself must keep lm-eval's bars out of the worker's log.
+    env.pop("TQDM_DISABLE", None)
+    return env
 
 
 def gpu_limit(devices: str) -> str:
@@ -252,6 +254,8 @@ def test_gpu_never_shared_and_queued_campaigns_are_not_late(
     # that waited did so in a "Waiting for GPU" state, never as a Late scheduled run.
     a, b = (flow_span(r) for r in runs)
     assert a[0] < b[1] and b[0] < a[1], f"the campaigns ran one after the other: {a}, {b}"
+    worker_log = log.read_text()
+    assert "Running loglikelihood requests" not in worker_log, worker_log[-3000:]
     assert check_gpu_turns(prefect_server, runs, {gpu0}) == {gpu0: ["pool-a", "pool-b"]}
     rows = fetch(
         pg_dsn,
