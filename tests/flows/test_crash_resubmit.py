@@ -132,7 +132,9 @@ def test_a_crashed_campaign_is_resubmitted_once_and_resumes(
             "SELECT status, status_reason FROM campaigns WHERE name = 'crashy' ORDER BY started_at",
         )
         assert [r["status"] for r in states] == ["crashed", "succeeded"]
-        assert "ended without closing it (killed)" in states[0]["status_reason"]
+        # The worker ran the flow's on-crashed hook for the killed process.
+        assert states[0]["status_reason"].startswith("the flow run crashed: ")
+        assert "SIGKILL" in states[0]["status_reason"]
 
         # At most once: a resubmission of the resubmitted run does nothing.
         guard = subprocess.run(
