@@ -106,9 +106,9 @@ def stop_group(pgid: int, grace: float = 20) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-def stop_everything_marked() -> None:
+def stop_everything_marked(keep: frozenset[int] = frozenset()) -> None:
     """Stop every process group this bench started (the worker's flow runs included)."""
-    for pgid in _marked_pgids():
+    for pgid in _marked_pgids() - keep:
         stop_group(pgid, grace=10)
 
 
@@ -412,7 +412,10 @@ def main() -> None:
                     120,
                     tmp / "worker.log",
                 )
-                samples = bench(env, runs_link, api, tmp, server.pid, worker.pid)
+                try:
+                    samples = bench(env, runs_link, api, tmp, server.pid, worker.pid)
+                finally:  # a flow run still going: stop it while its worker is there to reap it
+                    stop_everything_marked(keep=frozenset({server.pid, worker.pid}))
     finally:
         stop_everything_marked()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -74,6 +74,7 @@ def results(dsn: str) -> dict[str, object]:
     }
 
 
+@pytest.mark.timeout(2400)  # ten kills plus two whole campaigns, each a fresh process
 @pytest.mark.parametrize("driver", ["cli", "prefect"])
 def test_random_sigkills_then_resume_equal_an_uninterrupted_campaign(
     driver: str,
