@@ -26,7 +26,7 @@ from evallab.runtimes.process import group_pids
 from tests.flows.conftest import REPO, PrefectServer, campaign_yaml, stop_process
 from tests.helpers import EVALLAB, fetch
 
-pytestmark = [pytest.mark.prefect_server, pytest.mark.slow]
+pytestmark = [pytest.mark.prefect_server, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 PREFECT = [sys.executable, "-m", "prefect"]
 FINISHED = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
@@ -177,7 +177,7 @@ def submit_together(env: dict[str, str], cwd: Path, paths: list[Path]) -> list[s
 
 
 def wait_finished(
-    server: PrefectServer, ids: list[str], logs: list[Path], timeout: float = 600
+    server: PrefectServer, ids: list[str], logs: list[Path], timeout: float = 1200
 ) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
