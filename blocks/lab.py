@@ -117,11 +117,18 @@ def apply_worker_settings() -> RuntimeProfiles | None:
 
 @contextlib.contextmanager
 def results_database() -> Iterator[str]:
-    """Yield the results DSN: the ``results`` block, else the lab's own configuration.
+    """Yield the results DSN: the worker's own ``EVALLAB_DATABASE_URL``, else the ``results``
+    block, else the lab's own configuration.
 
-    Without a block this is :func:`evallab.store.db.database` (``EVALLAB_DATABASE_URL``,
-    ``evallab.toml``, or the embedded server, started for the duration if needed).
+    The environment wins over the block, as it does for runtime profiles: a worker (or one flow
+    run) started with its own database keeps it. Without either this is
+    :func:`evallab.store.db.database` (``evallab.toml``, or the embedded server, started for the
+    duration if needed).
     """
+    if os.environ.get("EVALLAB_DATABASE_URL"):
+        with database() as dsn:
+            yield dsn
+        return
     block = _load_optional(ResultsDatabase, RESULTS_DB_BLOCK)
     if isinstance(block, ResultsDatabase):
         yield block.get_dsn()

@@ -425,7 +425,10 @@ def test_one_worker_per_gpu_scales_out_on_one_pool(
     logs = [log for _, log in workers]
     try:
         paths = [
-            campaign_yaml(tmp_path, name, f"  - {{name: mc, tasks: [demo_mc], limit: {n}}}\n")
+            # Benchmark names no other test uses: a campaign resumes by run identity.
+            campaign_yaml(
+                tmp_path, name, f"  - {{name: {name}-mc, tasks: [demo_mc], limit: {n}}}\n"
+            )
             for name, n in (("scale-a", 3), ("scale-b", 2))
         ]
         ids = submit_together(env, tmp_path, paths)
