@@ -1,21 +1,19 @@
 """The campaign engine's database operations: open/close a campaign, what is stored, store a run.
 
-Each function opens one connection for its work and closes it; they are synchronous because the
-engine's steps are.
+Methods of :class:`evallab.store.Store`; synchronous because the engine's steps are.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import asyncpg
 
 from evallab.errors import StorageError
-from evallab.store.db import connect, run_sync
+from evallab.store.connection import StoreConnection
 from evallab.store.ingest import finish_campaign, ingest_run, insert_campaign
 from evallab.store.migrate import migrate
 from evallab.store.records import CampaignRecord
@@ -23,28 +21,7 @@ from evallab.store.records import CampaignRecord
 if TYPE_CHECKING:
     from evallab.campaign.raw import StoredRun
 
-__all__ = [
-    "StoredResults",
-    "close_campaign",
-    "close_dead_campaigns",
-    "close_if_running",
-    "open_campaign",
-    "store_run",
-    "stored_results",
-]
-
-T = TypeVar("T")
-
-
-def _with_conn(dsn: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-    async def go() -> T:
-        conn = await connect(dsn)
-        try:
-            return await work(conn)
-        finally:
-            await conn.close()
-
-    return run_sync(go())
+__all__ = ["CampaignQueries", "StoredResults"]
 
 
 def _pid_alive(pid: int) -> bool:
@@ -82,35 +59,6 @@ async def _close_dead(conn: asyncpg.Connection, host: str) -> list[str]:
     return notes
 
 
-def close_dead_campaigns(dsn: str, host: str) -> list[str]:
-    """Mark ``running`` campaigns of ``host`` whose driver process is gone as ``crashed``."""
-    return _with_conn(dsn, lambda conn: _close_dead(conn, host))
-
-
-def open_campaign(dsn: str, rec: CampaignRecord) -> list[str]:
-    """Migrate, close the rows of dead drivers on this host, insert (or re-open) ``rec``.
-
-    Returns notes about campaigns found crashed.
-    """
-
-    async def work(conn: asyncpg.Connection) -> list[str]:
-        await migrate(conn)
-        notes = await _close_dead(conn, rec.driver_host) if rec.driver_host else []
-        await insert_campaign(conn, rec)
-        return notes
-
-    return _with_conn(dsn, work)
-
-
-def close_campaign(dsn: str, rec: CampaignRecord) -> None:
-    """Record a campaign's end status, reason and time."""
-
-    async def work(conn: asyncpg.Connection) -> None:
-        await finish_campaign(conn, rec)
-
-    _with_conn(dsn, work)
-
-
 @dataclass(frozen=True)
 class StoredResults:
     """What the database already holds for a campaign's run keys."""
@@ -121,68 +69,96 @@ class StoredResults:
     """Every stored run id with one of the keys (any campaign, any status)."""
 
 
-def stored_results(
-    dsn: str, keys: list[str], campaign_id: uuid.UUID, resume: bool
-) -> StoredResults:
-    """Which of ``keys`` are already stored (see :class:`StoredResults`)."""
+class CampaignQueries(StoreConnection):
+    """The campaign engine's reads and writes."""
 
-    async def work(conn: asyncpg.Connection) -> StoredResults:
-        rows = await conn.fetch(
-            "SELECT run_id, run_key, campaign_id, status FROM runs WHERE run_key = ANY($1)", keys
-        )
-        skip = {
-            r["run_key"]
-            for r in rows
-            if (r["campaign_id"] == campaign_id and r["status"] in ("succeeded", "invalid"))
-            or (resume and r["status"] == "succeeded")
-        }
-        return StoredResults(skip, {r["run_id"] for r in rows})
+    def close_dead_campaigns(self, host: str) -> list[str]:
+        """Mark ``running`` campaigns of ``host`` whose driver process is gone as ``crashed``."""
+        return self.run(lambda conn: _close_dead(conn, host))
 
-    return _with_conn(dsn, work)
+    def open_campaign(self, rec: CampaignRecord) -> list[str]:
+        """Migrate, close the rows of dead drivers on this host, insert (or re-open) ``rec``.
 
+        Returns notes about campaigns found crashed.
+        """
 
-def store_run(dsn: str, stored: StoredRun) -> None:
-    """Ingest a run read from its folder, in one transaction; idempotent per run id.
+        async def work(conn: asyncpg.Connection) -> list[str]:
+            await migrate(conn)
+            notes = await _close_dead(conn, rec.driver_host) if rec.driver_host else []
+            await insert_campaign(conn, rec)
+            return notes
 
-    Raises:
-        StorageError: the campaign already holds a result for this run key under another id.
-        DatabaseError: the database went away or refused; nothing was written.
-    """
-    record = stored.record
+        return self.run(work)
 
-    async def work(conn: asyncpg.Connection) -> None:
-        if record.status in ("succeeded", "invalid"):
-            other = await conn.fetchval(
-                "SELECT run_id FROM runs WHERE campaign_id = $1 AND run_key = $2 "
-                "AND status IN ('succeeded', 'invalid') AND run_id <> $3",
-                record.campaign_id,
-                record.run_key,
-                record.run_id,
+    def close_campaign(self, rec: CampaignRecord) -> None:
+        """Record a campaign's end status, reason and time."""
+
+        async def work(conn: asyncpg.Connection) -> None:
+            await finish_campaign(conn, rec)
+
+        self.run(work)
+
+    def stored_results(
+        self, keys: list[str], campaign_id: uuid.UUID, resume: bool
+    ) -> StoredResults:
+        """Which of ``keys`` are already stored (see :class:`StoredResults`)."""
+
+        async def work(conn: asyncpg.Connection) -> StoredResults:
+            rows = await conn.fetch(
+                "SELECT run_id, run_key, campaign_id, status FROM runs WHERE run_key = ANY($1)",
+                keys,
             )
-            if other is not None:
-                raise StorageError(
-                    f"campaign {record.campaign_id} already holds a result for this run "
-                    f"(run {other}, same run key); storing this folder would count it twice",
-                    value=stored.folder,
-                    fix="nothing to do: the run is stored; compare the two folders if their "
-                    "scores should differ",
+            skip = {
+                r["run_key"]
+                for r in rows
+                if (r["campaign_id"] == campaign_id and r["status"] in ("succeeded", "invalid"))
+                or (resume and r["status"] == "succeeded")
+            }
+            return StoredResults(skip, {r["run_id"] for r in rows})
+
+        return self.run(work)
+
+    def store_run(self, stored: StoredRun) -> None:
+        """Ingest a run read from its folder, in one transaction; idempotent per run id.
+
+        Raises:
+            StorageError: the campaign already holds a result for this run key under another id.
+            DatabaseError: the database went away or refused; nothing was written.
+        """
+        record = stored.record
+
+        async def work(conn: asyncpg.Connection) -> None:
+            if record.status in ("succeeded", "invalid"):
+                other = await conn.fetchval(
+                    "SELECT run_id FROM runs WHERE campaign_id = $1 AND run_key = $2 "
+                    "AND status IN ('succeeded', 'invalid') AND run_id <> $3",
+                    record.campaign_id,
+                    record.run_key,
+                    record.run_id,
                 )
-        await ingest_run(conn, record, stored.scores, stored.outcomes, stored.telemetry)
+                if other is not None:
+                    raise StorageError(
+                        f"campaign {record.campaign_id} already holds a result for this run "
+                        f"(run {other}, same run key); storing this folder would count it twice",
+                        value=stored.folder,
+                        fix="nothing to do: the run is stored; compare the two folders if their "
+                        "scores should differ",
+                    )
+            await ingest_run(conn, record, stored.scores, stored.outcomes, stored.telemetry)
 
-    _with_conn(dsn, work)
+        self.run(work)
 
+    def close_if_running(self, campaign_id: uuid.UUID, status: str, reason: str) -> bool:
+        """Close a campaign row still marked ``running`` (a driver that couldn't); True if it was."""
 
-def close_if_running(dsn: str, campaign_id: uuid.UUID, status: str, reason: str) -> bool:
-    """Close a campaign row still marked ``running`` (a driver that couldn't); True if it was."""
+        async def work(conn: asyncpg.Connection) -> bool:
+            done = await conn.execute(
+                "UPDATE campaigns SET status = $2, status_reason = $3, finished_at = now() "
+                "WHERE campaign_id = $1 AND status = 'running'",
+                campaign_id,
+                status,
+                reason[:2000],
+            )
+            return bool(done.endswith(" 1"))
 
-    async def work(conn: asyncpg.Connection) -> bool:
-        done = await conn.execute(
-            "UPDATE campaigns SET status = $2, status_reason = $3, finished_at = now() "
-            "WHERE campaign_id = $1 AND status = 'running'",
-            campaign_id,
-            status,
-            reason[:2000],
-        )
-        return bool(done.endswith(" 1"))
-
-    return _with_conn(dsn, work)
+        return self.run(work)
