@@ -47,7 +47,7 @@ from evallab.campaign.publish import publish_report, report_dir
 from evallab.errors import LabError
 from evallab.paths import REPO_ROOT
 from evallab.spec import CampaignSpec, load_campaign
-from evallab.store import campaigns as campaign_store
+from evallab.store import Store
 from evallab.watch import release_campaign
 
 __all__ = [
@@ -288,8 +288,8 @@ def summary_markdown(result: CampaignResult, flow_run_name: str) -> str:
 def _close_row(flow_run_obj: FlowRun, status: str, reason: str) -> None:
     """Close this flow run's campaign row if the flow couldn't (crash, cancel after grace)."""
     try:
-        with results_database() as dsn:
-            campaign_store.close_if_running(dsn, campaign_id_for(flow_run_obj.id), status, reason)
+        with results_database() as dsn, Store(dsn) as store:
+            store.close_if_running(campaign_id_for(flow_run_obj.id), status, reason)
     except LabError:
         return  # the database is unreachable: the next campaign on this host closes the row
 
@@ -411,12 +411,13 @@ def campaign(
     run_name = ctx.flow_run.name if ctx and ctx.flow_run else spec.name
     driver = DriverInfo("prefect", campaign_id=campaign_id_for(run_id), flow_run_id=str(run_id))
     executor = PrefectExecutor(DEFAULT_POLICY, gpu_limit_name())
-    with results_database() as dsn:
+    # One connection for the whole flow run (reopened by the store if the server went away).
+    with results_database() as dsn, Store(dsn) as store:
         engine = CampaignEngine(
-            spec, base_dir, path.resolve(), dsn, driver, reporter=_LogReporter(), resume=resume
+            spec, base_dir, path.resolve(), store, driver, reporter=_LogReporter(), resume=resume
         )
         result = run_campaign(engine, executor)
-        site = executor.run(Step.PUBLISH, spec.name, publish_report, dsn, report_dir())
+        site = executor.run(Step.PUBLISH, spec.name, publish_report, store, report_dir())
     create_markdown_artifact(
         markdown=summary_markdown(result, run_name),
         key=_slug("campaign", spec.name),

@@ -60,15 +60,17 @@ def run_campaign_here(
     """Run a campaign file in this process as ``evallab run`` does; returns its CampaignResult."""
     from evallab.campaign import CampaignEngine, DriverInfo, run_locally
     from evallab.spec import load_campaign
+    from evallab.store import Store
 
     spec, base = load_campaign(path)
-    engine = CampaignEngine(
-        spec,
-        base,
-        path.resolve(),
-        dsn,
-        DriverInfo("cli"),
-        reporter=reporter,
-        resume=resume,  # type: ignore[arg-type]
-    )
-    return run_locally(engine)
+    with Store(dsn) as store:
+        engine = CampaignEngine(
+            spec,
+            base,
+            path.resolve(),
+            store,
+            DriverInfo("cli"),
+            reporter=reporter,
+            resume=resume,  # type: ignore[arg-type]
+        )
+        return run_locally(engine)

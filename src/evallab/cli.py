@@ -28,7 +28,7 @@ from rich.progress import (
 from rich.table import Table
 
 from evallab.errors import LabError
-from evallab.store.db import connect, database, run_sync
+from evallab.store import Store
 
 __all__ = ["app", "main"]
 
@@ -131,7 +131,7 @@ def run(
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     spec, base_dir = load_campaign(campaign)
-    with database() as dsn, _sigterm_interrupts():
+    with Store.open() as store, _sigterm_interrupts():
         progress = Progress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
@@ -147,7 +147,7 @@ def run(
                 spec,
                 base_dir,
                 campaign.resolve(),
-                dsn,
+                store,
                 DriverInfo("cli"),
                 reporter=reporter,
                 resume=resume,
@@ -197,19 +197,8 @@ def results(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines for scripts.")] = False,
 ) -> None:
     """List recent runs and their scores."""
-    from evallab.store.queries import recent_results
-
-    async def _fetch(dsn: str) -> list[Any]:
-        conn = await connect(dsn)
-        try:
-            return await recent_results(
-                conn, model=model, task=task, campaign=campaign, limit_runs=limit
-            )
-        finally:
-            await conn.close()
-
-    with database() as dsn:
-        rows = run_sync(_fetch(dsn))
+    with Store.open() as store:
+        rows = store.recent_results(model=model, task=task, campaign=campaign, limit_runs=limit)
     if as_json:
         typer.echo(json.dumps([r.as_json() for r in rows], indent=1))
         return
@@ -256,12 +245,11 @@ def ingest(
 ) -> None:
     """Re-ingest finished runs from their folders (e.g. after the database was down). Idempotent."""
     from evallab.campaign import read_run_dir
-    from evallab.store.campaigns import store_run
 
-    with database() as dsn:
+    with Store.open() as store:
         for d in run_dirs:
             stored = read_run_dir(d)
-            store_run(dsn, stored)
+            store.store_run(stored)
             record = stored.record
             console.print(
                 f"ingested run {record.run_id} ({record.model_name} · {record.benchmark}, "
@@ -275,17 +263,8 @@ def ingest(
 @db_app.command("migrate")
 def db_migrate() -> None:
     """Apply pending migrations from sql/migrations and re-create the views."""
-    from evallab.store.migrate import migrate
-
-    async def _go(dsn: str) -> list[Any]:
-        conn = await connect(dsn)
-        try:
-            return await migrate(conn)
-        finally:
-            await conn.close()
-
-    with database() as dsn:
-        applied = run_sync(_go(dsn))
+    with Store.open() as store:
+        applied = store.migrate()
     if applied:
         for m in applied:
             console.print(f"applied {m.path.name}")
@@ -297,18 +276,10 @@ def db_migrate() -> None:
 def db_status() -> None:
     """Show which migrations the database has applied."""
     from evallab.store.db import redact
-    from evallab.store.migrate import migration_status
 
-    async def _go(dsn: str) -> list[Any]:
-        conn = await connect(dsn)
-        try:
-            return await migration_status(conn)
-        finally:
-            await conn.close()
-
-    with database() as dsn:
-        rows = run_sync(_go(dsn))
-        console.print(f"database: {redact(dsn)}")
+    with Store.open() as store:
+        rows = store.migration_status()
+        console.print(f"database: {redact(store.dsn)}")
     table = Table()
     for col in ("version", "name", "applied", "applied at", "checksum"):
         table.add_column(col)
@@ -326,11 +297,9 @@ def db_status() -> None:
 @db_app.command("start")
 def db_start() -> None:
     """Start the embedded server and keep it running until `evallab db stop`."""
-    from evallab.paths import lab_home
-    from evallab.store.db import _embedded_port
-    from evallab.store.embedded import EmbeddedPostgres
+    from evallab.store.db import embedded_server
 
-    lease = EmbeddedPostgres(lab_home(), port=_embedded_port()).acquire(permanent=True)
+    lease = embedded_server().acquire(permanent=True)
     console.print(f"embedded PostgreSQL running until `evallab db stop`: {lease.dsn}")
 
 
@@ -342,11 +311,9 @@ def db_stop(
     ] = False,
 ) -> None:
     """Stop the embedded server, or let the lab commands still using it stop it when they end."""
-    from evallab.paths import lab_home
-    from evallab.store.db import _embedded_port
-    from evallab.store.embedded import EmbeddedPostgres
+    from evallab.store.db import embedded_server
 
-    outcome = EmbeddedPostgres(lab_home(), port=_embedded_port()).shutdown(force=force)
+    outcome = embedded_server().shutdown(force=force)
     if outcome.stopped:
         console.print("embedded PostgreSQL stopped")
     elif not outcome.was_running:

@@ -30,7 +30,7 @@ from evallab.errors import (
     SpecError,
 )
 from evallab.runtimes import get_runtime
-from evallab.store import campaigns as campaign_store
+from evallab.store.campaigns import CampaignQueries
 from evallab.store.embedded import EmbeddedPostgres
 from tests.flows.conftest import REPO, campaign_yaml
 from tests.helpers import fetch, run_campaign_here
@@ -189,23 +189,23 @@ def test_database_down_at_ingest_retries_the_store_never_the_evaluation(
 ) -> None:
     evaluations: list[str] = []
     real_evaluate = CampaignEngine.evaluate
-    real_store = campaign_store.store_run
+    real_store = CampaignQueries.store_run
     outages: list[object] = []
 
     def counting(self: CampaignEngine, run: Any, session: Any) -> Path:
         evaluations.append(run.bench.name)
         return real_evaluate(self, run, session)
 
-    def store_during_outage(dsn: str, stored: Any) -> None:
+    def store_during_outage(store: CampaignQueries, stored: Any) -> None:
         if stored.record.benchmark == "mc" and stored.record.campaign_id not in outages:
             outages.append(stored.record.campaign_id)
             # The database goes away just as the run is stored, and is back a second later.
             pg_server.stop(force=True)
             threading.Timer(1.0, pg_server.start).start()
-        real_store(dsn, stored)
+        real_store(store, stored)
 
     monkeypatch.setattr(CampaignEngine, "evaluate", counting)
-    monkeypatch.setattr(campaign_store, "store_run", store_during_outage)
+    monkeypatch.setattr(CampaignQueries, "store_run", store_during_outage)
     got = same(both_drivers(tmp_path, pg_dsn, "dbdown", TWO))
     assert [(b, s) for b, s, _ in got.runs] == [("gen", "succeeded"), ("mc", "succeeded")]
     assert got.campaign == ("succeeded", "")

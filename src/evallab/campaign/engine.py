@@ -45,7 +45,7 @@ from evallab.pins import PinReport, verify_pins
 from evallab.runtimes import get_runtime
 from evallab.runtimes.base import RuntimeSession
 from evallab.spec import CampaignSpec, ModelSpec, spec_sha256
-from evallab.store import campaigns as campaign_store
+from evallab.store import Store
 from evallab.store.records import CampaignRecord, RunRecord
 
 __all__ = ["CampaignEngine", "DriverInfo", "GroupPlan", "Reporter", "SilentReporter"]
@@ -106,7 +106,7 @@ class CampaignEngine:
         spec: The campaign.
         base_dir: Folder the campaign's relative paths resolve against.
         spec_path: The campaign file.
-        dsn: Results database.
+        store: The results database (one connection for the whole campaign).
         driver: Who runs it.
         reporter: Progress callbacks.
         resume: Skip runs whose run key already succeeded.
@@ -117,7 +117,7 @@ class CampaignEngine:
         spec: CampaignSpec,
         base_dir: Path,
         spec_path: Path,
-        dsn: str,
+        store: Store,
         driver: DriverInfo,
         *,
         reporter: Reporter | None = None,
@@ -126,7 +126,7 @@ class CampaignEngine:
         self.spec = spec
         self.base_dir = base_dir
         self.spec_path = spec_path
-        self.dsn = dsn
+        self.store = store
         self.driver = driver
         self.reporter: Reporter = reporter or SilentReporter()
         self.resume = resume
@@ -173,11 +173,11 @@ class CampaignEngine:
                 driver_pid=self.driver.pid,
                 flow_run_id=self.driver.flow_run_id,
             )
-        for note in campaign_store.open_campaign(self.dsn, self.record):
+        for note in self.store.open_campaign(self.record):
             self.notes.append(note)
         if self.guard is None:
             self.guard = CampaignGuard(
-                p.spec, self.dsn, self.record.campaign_id, gpu_name=p.environment.gpu_name
+                p.spec, self.store, self.record.campaign_id, gpu_name=p.environment.gpu_name
             )
         return self._plan_groups()
 
@@ -185,7 +185,7 @@ class CampaignEngine:
         p, rec = self._prepared(), self._record()
         groups = [(g, p.runs(g, rec.campaign_id)) for g in p.groups()]
         keys = [r.key for _, runs in groups for r in runs]
-        stored = campaign_store.stored_results(self.dsn, keys, rec.campaign_id, self.resume)
+        stored = self.store.stored_results(keys, rec.campaign_id, self.resume)
         # Evaluations that finished but were never stored (the database was down, the driver
         # was killed between the two steps) are stored from disk instead of evaluated again.
         unstored = _unstored_folders(keys, stored.run_ids) if self.resume else {}
@@ -295,7 +295,7 @@ class CampaignEngine:
             stored.record.campaign_id = rec.campaign_id
             if "recovered" not in stored.record.tags:
                 stored.record.tags.append("recovered")
-        campaign_store.store_run(self.dsn, stored)
+        self.store.store_run(stored)
         if self.guard is not None:
             self.notes.extend(self.guard.after_ingest(stored.record.run_id, stored.record.status))
         return _outcome(stored)
@@ -305,7 +305,7 @@ class CampaignEngine:
         rec = self._record()
         rec.status, rec.finished_at, rec.status_reason = status, _now(), reason[:2000]
         try:
-            campaign_store.close_campaign(self.dsn, rec)
+            self.store.close_campaign(rec)
         finally:
             if self.guard is not None:
                 self.guard.close()

@@ -149,7 +149,7 @@ class CampaignQueries(StoreConnection):
         self.run(work)
 
     def close_if_running(self, campaign_id: uuid.UUID, status: str, reason: str) -> bool:
-        """Close a campaign row still marked ``running`` (a driver that couldn't); True if it was."""
+        """Close a campaign row still marked ``running`` (a driver that couldn't); True if so."""
 
         async def work(conn: asyncpg.Connection) -> bool:
             done = await conn.execute(

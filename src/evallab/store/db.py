@@ -24,7 +24,7 @@ from evallab.errors import DatabaseError, SpecError
 from evallab.paths import lab_home
 from evallab.store.embedded import DEFAULT_PORT, EmbeddedPostgres
 
-__all__ = ["configured_dsn", "connect", "database", "redact", "run_sync"]
+__all__ = ["configured_dsn", "connect", "database", "embedded_server", "redact", "run_sync"]
 
 T = TypeVar("T")
 
@@ -78,6 +78,11 @@ def _embedded_port() -> int:
         ) from exc
 
 
+def embedded_server() -> EmbeddedPostgres:
+    """The lab's embedded server (under the lab home, on ``EVALLAB_PG_PORT``)."""
+    return EmbeddedPostgres(lab_home(), port=_embedded_port())
+
+
 @contextlib.contextmanager
 def database() -> Iterator[str]:
     """Yield the DSN of the results database, starting the embedded server if needed.
@@ -90,7 +95,7 @@ def database() -> Iterator[str]:
     if dsn:
         yield dsn
         return
-    lease = EmbeddedPostgres(lab_home(), port=_embedded_port()).acquire()
+    lease = embedded_server().acquire()
     try:
         yield lease.dsn
     finally:

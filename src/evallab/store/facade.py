@@ -16,6 +16,7 @@ from evallab.store.analysis import AnalysisQueries
 from evallab.store.campaigns import CampaignQueries
 from evallab.store.checks import CheckQueries
 from evallab.store.db import database
+from evallab.store.migrate import SchemaQueries
 from evallab.store.queries import ResultQueries
 from evallab.store.reports import ReportQueries
 from evallab.store.watch import WatchQueries
@@ -24,7 +25,13 @@ __all__ = ["Store"]
 
 
 class Store(
-    CampaignQueries, ResultQueries, AnalysisQueries, CheckQueries, ReportQueries, WatchQueries
+    CampaignQueries,
+    ResultQueries,
+    SchemaQueries,
+    AnalysisQueries,
+    CheckQueries,
+    ReportQueries,
+    WatchQueries,
 ):
     """The results database, one connection per store (see :class:`StoreConnection`).
 

@@ -16,8 +16,16 @@ import asyncpg
 
 from evallab.errors import MigrationError
 from evallab.paths import SQL_DIR
+from evallab.store.connection import StoreConnection
 
-__all__ = ["Migration", "MigrationStatus", "load_migrations", "migrate", "migration_status"]
+__all__ = [
+    "Migration",
+    "MigrationStatus",
+    "SchemaQueries",
+    "load_migrations",
+    "migrate",
+    "migration_status",
+]
 
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _LOCK_ID = 712_004_113  # advisory lock: two labs migrating the same database take turns
@@ -184,3 +192,15 @@ async def apply_views(conn: asyncpg.Connection, folder: Path | None = None) -> i
                 f"view file {path.name} failed: {exc}", value=path, fix="fix the view's SQL"
             ) from exc
     return len(files)
+
+
+class SchemaQueries(StoreConnection):
+    """The store's schema operations (``evallab db migrate`` / ``db status``)."""
+
+    def migrate(self) -> list[Migration]:
+        """Apply pending migrations and re-create the views; the migrations applied now."""
+        return self.run(lambda conn: migrate(conn))
+
+    def migration_status(self) -> list[MigrationStatus]:
+        """Every known migration with its applied state and checksum check."""
+        return self.run(lambda conn: migration_status(conn))
