@@ -61,9 +61,9 @@ def test_no_sql_outside_the_store() -> None:
     offenders = []
     for path in _outside_store():
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str):
-                if _SQL.search(node.value):
-                    offenders.append(f"{_rel(path)}:{node.lineno}: {node.value.strip()[:60]!r}")
+            is_text = isinstance(node, ast.Constant) and isinstance(node.value, str)
+            if is_text and _SQL.search(node.value):
+                offenders.append(f"{_rel(path)}:{node.lineno}: {node.value.strip()[:60]!r}")
     assert offenders == [], "SQL belongs to evallab.store; add a Store method instead"
 
 
