@@ -33,6 +33,7 @@ _CONNECTION_LOST: tuple[type[BaseException], ...] = (
     ConnectionError,
     OSError,
 )
+_CLOSE_ERRORS: tuple[type[BaseException], ...] = (*_CONNECTION_LOST, TimeoutError)
 
 
 class StoreConnection:
@@ -76,7 +77,7 @@ class StoreConnection:
             if self._conn is not None and not self._conn.is_closed():
                 try:
                     self._runner.run(self._conn.close(timeout=5))
-                except (*_CONNECTION_LOST, TimeoutError):
+                except _CLOSE_ERRORS:
                     self._conn.terminate()
             self._conn = None
             self._runner.close()
