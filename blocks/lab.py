@@ -119,8 +119,7 @@ def apply_worker_settings() -> RuntimeProfiles | None:
 def results_database() -> Iterator[str]:
     """Yield the results DSN: ``EVALLAB_DATABASE_URL``, the ``results`` block, or the default.
 
-    The worker's own ``EVALLAB_DATABASE_URL`` wins, then the ``results`` block, then the lab's
-    own configuration. The environment wins over the block, as it does for runtime profiles: a worker (or one flow
+    The environment wins over the block, as it does for runtime profiles: a worker (or one flow
     run) started with its own database keeps it. Without either this is
     :func:`evallab.store.db.database` (``evallab.toml``, or the embedded server, started for the
     duration if needed).
