@@ -21,9 +21,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from benchlib import bench_campaign, bench_run, doc_sha256, scratch_postgres
 
-from evallab.compare import compare_runs
+from evallab.analysis.paired import compare_runs
+from evallab.analysis.stats import paired_bootstrap
 from evallab.harnesses.base import SampleOutcome, ScoreRow
-from evallab.stats import paired_bootstrap
+from evallab.store import Store
 from evallab.store.ingest import ingest_run, insert_campaign
 from evallab.store.migrate import migrate
 
@@ -86,13 +87,10 @@ async def _seed(dsn: str, raw_dir: Path, a: np.ndarray, b: np.ndarray) -> list[u
         await conn.close()
 
 
-async def _compare(dsn: str, a: uuid.UUID, b: uuid.UUID) -> tuple[float, object]:
+def _compare(dsn: str, a: uuid.UUID, b: uuid.UUID) -> tuple[float, object]:
     t0 = time.perf_counter()
-    conn = await asyncpg.connect(dsn)
-    try:
-        cmp = await compare_runs(conn, str(a), str(b), resamples=RESAMPLES)
-    finally:
-        await conn.close()
+    with Store(dsn) as store:
+        cmp = compare_runs(store, str(a), str(b), resamples=RESAMPLES)
     return time.perf_counter() - t0, cmp
 
 
@@ -107,10 +105,10 @@ def main() -> None:
         t0 = time.perf_counter()
         run_a, run_b = asyncio.run(_seed(dsn, tmp, a, b))
         print(f"seeded 2 x {N_DOCS:,} outcomes in {time.perf_counter() - t0:.1f} s")
-        asyncio.run(_compare(dsn, run_a, run_b))  # warm-up: imports, plan cache
+        _compare(dsn, run_a, run_b)  # warm-up: imports, plan cache
         walls = []
         for _ in range(3):
-            wall, cmp = asyncio.run(_compare(dsn, run_a, run_b))
+            wall, cmp = _compare(dsn, run_a, run_b)
             walls.append(wall)
 
     row = cmp.rows[0]  # type: ignore[attr-defined]

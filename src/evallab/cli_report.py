@@ -15,15 +15,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from evallab.compare import (
-    CampaignMatrix,
-    Comparison,
-    FieldDiff,
-    RunRef,
-    campaign_matrix,
-    compare_runs,
-    diff_runs,
-)
+from evallab.analysis.matrix import CampaignMatrix, campaign_matrix
+from evallab.analysis.paired import Comparison, compare_runs
+from evallab.analysis.provenance import FieldDiff, diff_runs
+from evallab.store import Store
+from evallab.store.analysis import RunRef
 from evallab.store.db import connect, database, run_sync
 
 __all__ = ["app", "report_app"]
@@ -153,19 +149,16 @@ def compare_cmd(
     Selectors: a run id prefix, or key=value pairs (model, benchmark, campaign, runtime, quant)
     naming one configuration; its latest succeeded run is used.
     """
-    with database() as dsn:
-        cmp: Comparison = run_sync(
-            _with_conn(
-                dsn,
-                compare_runs,
-                run_a,
-                run_b,
-                resamples=resamples,
-                confidence=confidence,
-                seed=seed,
-                max_flips=max(flips, 50) if as_json else flips,
-                allow_partial=allow_partial,
-            )
+    with Store.open() as store:
+        cmp = compare_runs(
+            store,
+            run_a,
+            run_b,
+            resamples=resamples,
+            confidence=confidence,
+            seed=seed,
+            max_flips=max(flips, 50) if as_json else flips,
+            allow_partial=allow_partial,
         )
     if as_json:
         typer.echo(json.dumps(cmp.to_json(), indent=2, default=str))
@@ -194,8 +187,8 @@ def diff_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """What differs in two runs' provenance (model, quant, runtime, harness, data, config...)."""
-    with database() as dsn:
-        a, b, diffs, same = run_sync(_with_conn(dsn, diff_runs, run_a, run_b))
+    with Store.open() as store:
+        a, b, diffs, same = diff_runs(store, run_a, run_b)
     if as_json:
         payload = {
             "a": a.to_json(),
@@ -249,10 +242,8 @@ def matrix_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Model x quant x runtime against benchmarks, with paired deltas vs a reference column."""
-    with database() as dsn:
-        m: CampaignMatrix = run_sync(
-            _with_conn(dsn, campaign_matrix, campaign, reference=reference)
-        )
+    with Store.open() as store:
+        m = campaign_matrix(store, campaign, reference=reference)
     if as_json:
         typer.echo(json.dumps(m.to_json(), indent=2))
     else:

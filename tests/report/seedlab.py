@@ -18,8 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from evallab.analysis.stats import mean_stderr
 from evallab.harnesses.base import SampleOutcome, ScoreRow
-from evallab.stats import mean_stderr
 from evallab.store.ingest import ingest_run, insert_campaign
 from evallab.store.records import CampaignRecord, RunRecord
 

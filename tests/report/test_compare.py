@@ -3,31 +3,20 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import asyncpg
 import pytest
 from seedlab import Seeded
 
-from evallab.compare import (
-    campaign_matrix,
-    compare_runs,
-    diff_runs,
-    parse_selector,
-    resolve_run,
-)
+from evallab.analysis.matrix import campaign_matrix
+from evallab.analysis.paired import compare_runs
+from evallab.analysis.provenance import diff_runs
+from evallab.analysis.selectors import parse_selector, resolve_run
 from evallab.errors import ComparisonError
+from evallab.store import Store
 
 
 def _with(dsn: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-    import asyncio
-
-    async def go() -> Any:
-        conn = await asyncpg.connect(dsn)
-        try:
-            return await fn(conn, *args, **kwargs)
-        finally:
-            await conn.close()
-
-    return asyncio.run(go())
+    with Store(dsn) as store:
+        return fn(store, *args, **kwargs)
 
 
 def test_finetune_gain_is_significant_with_ci_and_flips(seeded: Seeded) -> None:

@@ -13,8 +13,9 @@ import pytest
 from chromium import Browser, chromium_binary
 from seedlab import Seeded
 
-from evallab.compare import compare_runs
+from evallab.analysis.paired import compare_runs
 from evallab.report import SiteSummary, build_site
+from evallab.store import Store
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -186,14 +187,8 @@ def test_comparison_page_matches_compare(seeded: Seeded, site: tuple[SiteSummary
     page = summary.out_dir / "compare" / f"{base}_{ft}.html"
     assert page.exists()
 
-    async def expected() -> Any:
-        conn = await asyncpg.connect(seeded.dsn)
-        try:
-            return await compare_runs(conn, str(base), str(ft), resamples=2000)
-        finally:
-            await conn.close()
-
-    cmp = asyncio.run(expected())
+    with Store(seeded.dsn) as store:
+        cmp = compare_runs(store, str(base), str(ft), resamples=2000)
     binary = chromium_binary()
     if binary is None:
         pytest.fail(

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from evallab import stats
-from evallab.stats import mcnemar_exact, mean_stderr, paired_bootstrap, paired_compare
+from evallab.analysis import stats
+from evallab.analysis.stats import mcnemar_exact, mean_stderr, paired_bootstrap, paired_compare
 
 
 def test_mcnemar_exact_known_values() -> None:

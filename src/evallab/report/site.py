@@ -27,18 +27,13 @@ import asyncpg
 import jinja2
 
 from evallab import __version__
-from evallab.compare import (
-    PROVENANCE_FIELDS,
-    CampaignMatrix,
-    Comparison,
-    RunRef,
-    _ensure_not_empty,
-    _run_ref,
-    campaign_matrix,
-    compare_runs,
-)
+from evallab.analysis.matrix import CampaignMatrix, campaign_matrix
+from evallab.analysis.paired import Comparison, compare_runs
+from evallab.analysis.selectors import ensure_not_empty as _ensure_not_empty
 from evallab.errors import ComparisonError, StorageError
 from evallab.report import svg
+from evallab.store.analysis import PROVENANCE_FIELDS, RunRef
+from evallab.store.analysis import run_ref as _run_ref
 
 __all__ = ["SiteSummary", "build_site", "primary_metric"]
 
