@@ -380,10 +380,10 @@ def _mount(module: str, attr: str, name: str | None) -> None:
             app.registered_groups.append(grp)
 
 
-_mount("evallab.cli_runtime", "app", "runtime")
-_mount("evallab.cli_checks", "app", None)
-_mount("evallab.cli_report", "app", None)
-_mount("evallab.cli_prefect", "app", None)
+_mount("evallab.cli.runtime", "app", "runtime")
+_mount("evallab.cli.checks", "app", None)
+_mount("evallab.cli.report", "app", None)
+_mount("evallab.cli.prefect", "app", None)
 
 
 def main() -> None:

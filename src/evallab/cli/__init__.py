@@ -1,0 +1,5 @@
+"""The ``evallab`` command line."""
+
+from evallab.cli.run import app, main
+
+__all__ = ["app", "main"]
