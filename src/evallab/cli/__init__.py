@@ -1,5 +1,8 @@
-"""The ``evallab`` command line."""
+"""The ``evallab`` command line: one module per command group, registered in :mod:`.app`.
 
-from evallab.cli.run import app, main
+``main`` is the console-script entry point (``evallab = "evallab.cli:main"``).
+"""
+
+from evallab.cli.app import app, main
 
 __all__ = ["app", "main"]

@@ -1,41 +1,32 @@
 """Commands that read results: ``compare``, ``diff``, ``matrix`` and ``report build``.
 
-Mounted into the main ``evallab`` app (commands and the ``report`` group merged at top level).
+Registered in :mod:`evallab.cli.app`: the commands at top level, ``report`` as a group. The
+statistics (scipy) are imported by the commands that use them, not when the CLI starts.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from evallab.compare import (
-    CampaignMatrix,
-    Comparison,
-    FieldDiff,
-    RunRef,
-    campaign_matrix,
-    compare_runs,
-    diff_runs,
-)
-from evallab.store.db import connect, database, run_sync
+from evallab.cli.console import console
+
+if TYPE_CHECKING:
+    from evallab.compare import CampaignMatrix, Comparison, FieldDiff, RunRef
 
 __all__ = ["app", "report_app"]
 
 app = typer.Typer(help="Compare runs and build the report site.", no_args_is_help=True)
 report_app = typer.Typer(help="The static leaderboard site.", no_args_is_help=True)
-app.add_typer(report_app, name="report")
-
-console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 async def _with_conn(dsn: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    from evallab.store.db import connect
     from evallab.store.ingest import register_codecs
 
     conn = await connect(dsn)
@@ -153,6 +144,9 @@ def compare_cmd(
     Selectors: a run id prefix, or key=value pairs (model, benchmark, campaign, runtime, quant)
     naming one configuration; its latest succeeded run is used.
     """
+    from evallab.compare import compare_runs
+    from evallab.store.db import database, run_sync
+
     with database() as dsn:
         cmp: Comparison = run_sync(
             _with_conn(
@@ -194,6 +188,9 @@ def diff_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """What differs in two runs' provenance (model, quant, runtime, harness, data, config...)."""
+    from evallab.compare import diff_runs
+    from evallab.store.db import database, run_sync
+
     with database() as dsn:
         a, b, diffs, same = run_sync(_with_conn(dsn, diff_runs, run_a, run_b))
     if as_json:
@@ -249,6 +246,9 @@ def matrix_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Model x quant x runtime against benchmarks, with paired deltas vs a reference column."""
+    from evallab.compare import campaign_matrix
+    from evallab.store.db import database, run_sync
+
     with database() as dsn:
         m: CampaignMatrix = run_sync(
             _with_conn(dsn, campaign_matrix, campaign, reference=reference)
@@ -268,6 +268,7 @@ def report_build_cmd(
     """Build the static leaderboard site (offline HTML + inline SVG) from the database."""
     from evallab.paths import lab_home
     from evallab.report import build_site
+    from evallab.store.db import database, run_sync
 
     dest = out or (lab_home() / "site")
     with database() as dsn:
