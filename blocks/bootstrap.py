@@ -30,7 +30,7 @@ from blocks.lab import (
     RuntimeProfiles,
     profile_block_name,
 )
-from evallab.errors import SpecError
+from evallab.errors import OrchestrationError
 from evallab.runtimes.venvs import list_installed, runtimes_dir
 from evallab.store.db import configured_dsn
 
@@ -108,7 +108,7 @@ def ensure_work_pool(name: str, concurrency_limit: int | None) -> Literal["creat
     A pool whose limit is 1 runs one flow run at a time: that is how one GPU is never shared.
 
     Raises:
-        SpecError: a pool of that name exists with another worker type.
+        OrchestrationError: a pool of that name exists with another worker type.
     """
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
@@ -129,7 +129,7 @@ def ensure_work_pool(name: str, concurrency_limit: int | None) -> Literal["creat
             )
             return "created"
         if pool.type != "process":
-            raise SpecError(
+            raise OrchestrationError(
                 f"work pool {name!r} exists with worker type {pool.type!r}, not 'process'",
                 value=name,
                 fix="delete it (`prefect work-pool delete NAME`) or choose another pool name",

@@ -49,9 +49,9 @@ from evallab.paths import REPO_ROOT
 from evallab.spec import CampaignSpec, load_campaign
 from evallab.store import Store
 from evallab.watch import release_campaign
+from flows.submit import campaign_choices
 
 __all__ = [
-    "DEPLOYMENT",
     "CampaignFailed",
     "CampaignFile",
     "CampaignSummary",
@@ -59,7 +59,6 @@ __all__ = [
     "campaign",
     "campaign_id_for",
     "gpu_limit_name",
-    "submit_campaign",
 ]
 
 T = TypeVar("T")
@@ -69,7 +68,6 @@ T = TypeVar("T")
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
-DEPLOYMENT = "campaign/campaign"
 _CAMPAIGN_NS = uuid.UUID("6d1f0c52-8a53-4c1e-9a41-0c7a3e2b5d10")
 #: Seconds a GPU slot's lease lives without renewal (a killed flow frees its GPU after this).
 GPU_LEASE_S = float(os.environ.get("EVALLAB_GPU_LEASE_S", "60"))
@@ -87,16 +85,8 @@ _TIMEOUTS = {
 }
 
 
-def _campaign_choices() -> dict[str, str]:
-    folder = REPO_ROOT / "deployments"
-    files = sorted(p for p in folder.glob("*.y*ml") if p.is_file()) if folder.is_dir() else []
-    return {re.sub(r"\W", "_", p.stem): f"deployments/{p.name}" for p in files} or {
-        "demo": "deployments/demo.yaml"
-    }
-
-
 #: The campaigns in ``deployments/``: the UI's form offers them as a list.
-CampaignFile = Enum("CampaignFile", _campaign_choices(), type=str)  # type: ignore[misc]
+CampaignFile = Enum("CampaignFile", campaign_choices(), type=str)  # type: ignore[misc]
 
 
 _DEFAULT_CAMPAIGN = next(iter(CampaignFile))
@@ -468,42 +458,3 @@ class CampaignFailed(LabError):
             "re-running the campaign skips what succeeded",
         )
         self.summary = summary
-
-
-# ---------------------------------------------------------------------------------- submit
-
-
-def campaign_parameters(path: Path) -> dict[str, Any]:
-    """How a worker finds a campaign file: a ``deployments/`` choice, else a path."""
-    resolved = path.resolve()
-    try:
-        rel = str(resolved.relative_to(REPO_ROOT))
-    except ValueError:
-        return {"campaign_path": str(resolved)}
-    if rel in {c.value for c in CampaignFile}:
-        return {"campaign": rel}
-    return {"campaign_path": rel}
-
-
-def submit_campaign(
-    path: Path, *, deployment: str = DEPLOYMENT, resume: bool = True, timeout: float | None = 0
-) -> Any:
-    """Validate a campaign here, then hand it to the campaign deployment; returns the flow run.
-
-    The flow run is named after the campaign from the moment it is created.
-
-    Args:
-        path: Campaign YAML.
-        deployment: ``flow-name/deployment-name``.
-        resume: Passed to the flow.
-        timeout: Seconds to wait for the run to finish (0: return once scheduled, None: wait).
-    """
-    from prefect.deployments import run_deployment
-
-    load_campaign(path)  # fail here, not on the worker, when the file is wrong
-    return run_deployment(
-        name=deployment,
-        parameters={**campaign_parameters(path), "resume": resume},
-        flow_run_name=path.stem,
-        timeout=timeout,
-    )

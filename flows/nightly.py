@@ -13,7 +13,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 
 from evallab.spec import load_campaign
-from flows.campaign import DEPLOYMENT, submit_campaign
+from flows.submit import DEPLOYMENT, submit_campaign
 
 __all__ = ["campaign_files", "nightly"]
 

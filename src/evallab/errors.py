@@ -1,7 +1,7 @@
 """The lab's one exception hierarchy.
 
 Every error names what was wrong, the offending value, and how to fix it. The CLI is the only
-place these become user-facing text (see ``cli.py``); library code raises, never prints.
+place these become user-facing text (see ``cli/console.py``); library code raises, never prints.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ __all__ = [
     "CanaryDriftError",
     "CodeExecutionError",
     "ComparisonError",
+    "ConfigError",
     "DatabaseError",
     "EnvironmentChangedError",
     "HarnessError",
@@ -20,6 +21,7 @@ __all__ = [
     "LabError",
     "MigrationError",
     "ModelError",
+    "OrchestrationError",
     "PinError",
     "PortInUseError",
     "RuntimeLaunchError",
@@ -69,6 +71,14 @@ class SpecError(LabError):
 
 class UnknownTaskError(SpecError):
     """A benchmark names a task that no harness knows."""
+
+
+class ConfigError(LabError):
+    """A setting of the lab (environment variable, config file) is missing or invalid."""
+
+
+class OrchestrationError(LabError):
+    """Prefect is missing, or its server or the lab's flows refused an operation."""
 
 
 class ModelError(LabError):

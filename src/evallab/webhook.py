@@ -52,7 +52,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from evallab.errors import LabError
+from evallab.errors import ConfigError, LabError
 from evallab.watch import ModelRelease, Watchlist
 
 __all__ = [
@@ -86,7 +86,7 @@ _CLOSE = {"Connection": "close"}
 _log = logging.getLogger("evallab.webhook")
 
 
-class WebhookSetupError(LabError):
+class WebhookSetupError(ConfigError):
     """The webhook receiver can't start: a setting it needs is missing."""
 
 

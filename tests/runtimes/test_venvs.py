@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from evallab.cli_runtime import app
+from evallab.cli.runtime import app
 from evallab.errors import RuntimeLaunchError, SpecError
 from evallab.runtimes.venvs import (
     InstallRecipe,

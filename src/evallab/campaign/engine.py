@@ -110,6 +110,8 @@ class CampaignEngine:
         driver: Who runs it.
         reporter: Progress callbacks.
         resume: Skip runs whose run key already succeeded.
+        allow_unsafe_code: Let code benchmarks run generated code without bubblewrap when it is
+            missing (``evallab run --allow-unsafe-code``).
     """
 
     def __init__(
@@ -122,6 +124,7 @@ class CampaignEngine:
         *,
         reporter: Reporter | None = None,
         resume: bool = False,
+        allow_unsafe_code: bool = False,
     ) -> None:
         self.spec = spec
         self.base_dir = base_dir
@@ -130,6 +133,7 @@ class CampaignEngine:
         self.driver = driver
         self.reporter: Reporter = reporter or SilentReporter()
         self.resume = resume
+        self.allow_unsafe_code = allow_unsafe_code
         self.prepared: PreparedCampaign | None = None
         self.record: CampaignRecord | None = None
         self.guard: CampaignGuard | None = None
@@ -238,6 +242,7 @@ class CampaignEngine:
             out_dir=out_dir,
             tasks_dir=p.tasks_dir,
             base_dir=p.base_dir,
+            allow_unsafe_code=self.allow_unsafe_code,
         )
         t0 = time.monotonic()
         with full_disk_stops_campaign(out_dir, run.label):

@@ -64,6 +64,9 @@ class HarnessRequest:
     tasks_dir: Path
     base_dir: Path
     progress: ProgressCallback | None = None
+    #: Run generated code without the bubblewrap sandbox when bubblewrap is missing (the user's
+    #: explicit ``--allow-unsafe-code``; the run records isolation ``none``).
+    allow_unsafe_code: bool = False
 
 
 @dataclass

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_fixed
 
-from evallab.errors import DatabaseError, SpecError
+from evallab.errors import ConfigError, DatabaseError
 from evallab.paths import lab_home
 from evallab.store.embedded import DEFAULT_PORT, EmbeddedPostgres
 
@@ -59,7 +59,7 @@ def configured_dsn() -> str | None:
     try:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise SpecError(
+        raise ConfigError(
             f"config file can't be read: {exc}",
             value=path,
             fix='write it as TOML with a [database] table holding url = "postgresql://..."',
@@ -73,7 +73,7 @@ def _embedded_port() -> int:
     try:
         return int(raw)
     except ValueError as exc:
-        raise SpecError(
+        raise ConfigError(
             "EVALLAB_PG_PORT is not a port number", value=raw, fix="set it to e.g. 54329"
         ) from exc
 

@@ -41,7 +41,7 @@ from evallab.harnesses.code.generation import (
     run_generation,
 )
 from evallab.harnesses.code.passk import pass_at_k, pass_at_k_mean
-from evallab.sandbox import UNSAFE_ENV, Sandbox, SandboxConfig
+from evallab.sandbox import Sandbox, SandboxConfig
 from evallab.spec import BenchmarkSpec
 
 __all__ = ["CodeHarness", "TaskOutcome", "evaluate_programs", "score_task"]
@@ -225,9 +225,8 @@ class CodeHarness:
             seed=request.seed,
             chat=request.model.chat,
         )
-        config = self.sandbox_config or SandboxConfig(
-            allow_unsafe=os.environ.get(UNSAFE_ENV) == "1"
-        )
+        # The sandbox also honours EVALLAB_ALLOW_UNSAFE_CODE=1 (documented) by itself.
+        config = self.sandbox_config or SandboxConfig(allow_unsafe=request.allow_unsafe_code)
         sandbox = Sandbox(config)
         state = request.out_dir / "code"
         state.mkdir(parents=True, exist_ok=True)

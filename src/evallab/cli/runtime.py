@@ -5,17 +5,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from evallab.errors import LabError, SpecError
-from evallab.runtimes import get_runtime, known_runtimes
-from evallab.runtimes.venvs import install_runtime, list_installed, parse_pin, runtimes_dir
+from evallab.cli.console import console
+from evallab.errors import SpecError
 
 __all__ = ["app"]
 
 app = typer.Typer(help="Install and list model-server runtimes (one virtualenv per version).")
-_console = Console()
 
 
 @app.command("install")
@@ -28,6 +25,9 @@ def install(
     force: Annotated[bool, typer.Option(help="Delete and recreate the virtualenv")] = False,
 ) -> None:
     """Create the runtime's virtualenv (idempotent) and record it in the registry."""
+    from evallab.runtimes import get_runtime, known_runtimes
+    from evallab.runtimes.venvs import install_runtime, parse_pin, runtimes_dir
+
     kind, version = parse_pin(pin)
     runtime: Any = get_runtime(kind)
     recipe_for = getattr(runtime, "install_recipe", None)
@@ -39,20 +39,22 @@ def install(
             fix=f"install one of {', '.join(installable)}",
         )
     recipe = recipe_for(version, package)
-    _console.print(
+    console.print(
         f"Installing {recipe.package}=={recipe.version} into {runtimes_dir()} "
         "(a few minutes the first time)..."
     )
     item = install_runtime(kind, recipe, force=force)
-    _console.print(f"[green]ok[/green] {kind}=={item.version} ({item.package}) at {item.path}")
+    console.print(f"[green]ok[/green] {kind}=={item.version} ({item.package}) at {item.path}")
 
 
 @app.command("list")
 def list_cmd() -> None:
     """Show installed runtimes."""
+    from evallab.runtimes.venvs import list_installed, runtimes_dir
+
     items = list_installed()
     if not items:
-        _console.print(f"No runtimes installed under {runtimes_dir()}.")
+        console.print(f"No runtimes installed under {runtimes_dir()}.")
         return
     table = Table("kind", "package", "version", "commit", "python", "installed", "path", "ok")
     for i in items:
@@ -66,16 +68,4 @@ def list_cmd() -> None:
             i.path,
             "yes" if i.exists() else "[red]missing[/red]",
         )
-    _console.print(table)
-
-
-def _main() -> None:
-    try:
-        app()
-    except LabError as exc:
-        _console.print(f"[red]error:[/red] {exc.message}")
-        raise SystemExit(exc.exit_code) from exc
-
-
-if __name__ == "__main__":
-    _main()
+    console.print(table)

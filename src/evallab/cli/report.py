@@ -1,45 +1,31 @@
 """Commands that read results: ``compare``, ``diff``, ``matrix`` and ``report build``.
 
-Mounted into the main ``evallab`` app (commands and the ``report`` group merged at top level).
+Registered in :mod:`evallab.cli.app`: the commands at top level, ``report`` as a group. The
+statistics (scipy) are imported by the commands that use them, not when the CLI starts.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from evallab.analysis.matrix import CampaignMatrix, campaign_matrix
-from evallab.analysis.paired import Comparison, compare_runs
-from evallab.analysis.provenance import FieldDiff, diff_runs
-from evallab.store import Store
-from evallab.store.analysis import RunRef
-from evallab.store.db import connect, database, run_sync
+from evallab.cli.console import console
+
+if TYPE_CHECKING:
+    from evallab.analysis.matrix import CampaignMatrix
+    from evallab.analysis.paired import Comparison
+    from evallab.analysis.provenance import FieldDiff
+    from evallab.store.analysis import RunRef
 
 __all__ = ["app", "report_app"]
 
 app = typer.Typer(help="Compare runs and build the report site.", no_args_is_help=True)
 report_app = typer.Typer(help="The static leaderboard site.", no_args_is_help=True)
-app.add_typer(report_app, name="report")
-
-console = Console(width=None if sys.stdout.isatty() else 160)
-
-
-async def _with_conn(dsn: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-    from evallab.store.ingest import register_codecs
-
-    conn = await connect(dsn)
-    try:
-        await register_codecs(conn)
-        return await fn(conn, *args, **kwargs)
-    finally:
-        await conn.close()
 
 
 def _pct(x: float) -> str:
@@ -149,6 +135,9 @@ def compare_cmd(
     Selectors: a run id prefix, or key=value pairs (model, benchmark, campaign, runtime, quant)
     naming one configuration; its latest succeeded run is used.
     """
+    from evallab.analysis.paired import compare_runs
+    from evallab.store import Store
+
     with Store.open() as store:
         cmp = compare_runs(
             store,
@@ -187,6 +176,9 @@ def diff_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """What differs in two runs' provenance (model, quant, runtime, harness, data, config...)."""
+    from evallab.analysis.provenance import diff_runs
+    from evallab.store import Store
+
     with Store.open() as store:
         a, b, diffs, same = diff_runs(store, run_a, run_b)
     if as_json:
@@ -242,6 +234,9 @@ def matrix_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Model x quant x runtime against benchmarks, with paired deltas vs a reference column."""
+    from evallab.analysis.matrix import campaign_matrix
+    from evallab.store import Store
+
     with Store.open() as store:
         m = campaign_matrix(store, campaign, reference=reference)
     if as_json:
@@ -259,10 +254,11 @@ def report_build_cmd(
     """Build the static leaderboard site (offline HTML + inline SVG) from the database."""
     from evallab.paths import lab_home
     from evallab.report import build_site
+    from evallab.store import Store
 
     dest = out or (lab_home() / "site")
-    with database() as dsn:
-        summary = run_sync(_with_conn(dsn, build_site, dest))
+    with Store.open() as store:
+        summary = build_site(store, dest)
     console.print(
         f"wrote {summary.pages} pages ({summary.runs} runs, {summary.comparisons} comparisons) "
         f"to {summary.out_dir}\nopen file://{summary.out_dir / 'index.html'}"

@@ -1,13 +1,14 @@
 """Orchestration: ``evallab prefect setup|bootstrap-blocks``, ``submit``, ``webhook serve``.
 
-Prefect code lives in the repository's ``flows/`` and ``blocks/`` folders (next to ``sql/``), not
-in the library; these commands import it from there, so ``evallab run`` and the rest of the CLI
-work on a machine without Prefect.
+Prefect code lives in the repository's ``flows/`` and ``blocks/`` packages (next to ``sql/``), not
+in the library; these commands import them from the checkout the lab is installed from, so
+``evallab run`` and the rest of the CLI work on a machine without Prefect.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.util
 import logging
 import os
@@ -18,40 +19,64 @@ from types import ModuleType
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from evallab.errors import LabError, SpecError
+from evallab.cli.console import console
+from evallab.errors import LabError, OrchestrationError
 from evallab.paths import REPO_ROOT
 
-__all__ = ["app"]
+__all__ = ["app", "prefect_app", "webhook_app"]
 
 app = typer.Typer(help="Prefect orchestration.")
 prefect_app = typer.Typer(help="Set up the lab's Prefect work pools, blocks and deployments.")
 webhook_app = typer.Typer(help="Receive Hugging Face webhooks and announce new model commits.")
-app.add_typer(prefect_app, name="prefect")
-app.add_typer(webhook_app, name="webhook")
-_console = Console()
+
+#: The checkout's top-level packages that hold the Prefect code.
+_CHECKOUT_PACKAGES = ("flows", "blocks")
 
 
 def _orchestration(module: str) -> ModuleType:
-    """Import a module of the repository's ``flows/`` or ``blocks/`` packages."""
+    """Import a module of the repository's ``flows/`` or ``blocks/`` packages.
+
+    Where they are importable already (a Prefect worker, pytest, ``python -m`` from the
+    checkout), they are used as they are; otherwise the two packages are loaded from the checkout
+    the lab is installed from. The repository root does not go on ``sys.path``: that would also
+    make its ``tests``, ``bench`` and ``scripts`` folders importable, shadowing installed modules
+    of those names.
+
+    Raises:
+        OrchestrationError: Prefect is not installed, or there is no checkout with those packages.
+    """
     if importlib.util.find_spec("prefect") is None:
-        raise SpecError(
+        raise OrchestrationError(
             "Prefect is not installed in this environment",
             value=sys.executable,
             fix="pip install 'evallab[orchestration]', or use `evallab run` (it needs no Prefect)",
         )
-    if not (REPO_ROOT / "flows" / "__init__.py").is_file():
-        raise SpecError(
-            "the lab's flows/ folder is missing (orchestration needs a source checkout)",
+    for package in _CHECKOUT_PACKAGES:
+        if package not in sys.modules and importlib.util.find_spec(package) is None:
+            _load_from_checkout(package)
+    return importlib.import_module(module)
+
+
+def _load_from_checkout(package: str) -> None:
+    """Import the checkout's ``package`` (``flows`` or ``blocks``) under its own name."""
+    spec = importlib.machinery.PathFinder.find_spec(package, [str(REPO_ROOT)])
+    if spec is None or spec.loader is None or not spec.submodule_search_locations:
+        raise OrchestrationError(
+            f"the lab's {package}/ folder is missing (orchestration needs a source checkout)",
             value=REPO_ROOT,
             fix="install evallab editable from its repository (pip install -e .)",
         )
-    root = str(REPO_ROOT)
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    return importlib.import_module(module)
+    module = importlib.util.module_from_spec(spec)
+    # Registered before it runs, as the import system does: blocks/__init__.py imports
+    # blocks.lab, which finds its parent package here.
+    sys.modules[package] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[package]
+        raise
 
 
 def _deploy(names: list[str]) -> None:
@@ -60,7 +85,7 @@ def _deploy(names: list[str]) -> None:
     cmd = [sys.executable, "-m", "prefect", "--no-prompt", "deploy", *args]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise SpecError(
+        raise OrchestrationError(
             f"`prefect deploy` failed: {(proc.stderr or proc.stdout).strip()[-1500:]}",
             value=" ".join(cmd[2:]),
             fix="check that PREFECT_API_URL names a running Prefect server; check prefect.yaml",
@@ -107,8 +132,8 @@ def setup(
     if deploy:
         _deploy([])
         table.add_row("deployments", "deployed", str(REPO_ROOT / "prefect.yaml"))
-    _console.print(table)
-    _console.print(
+    console.print(table)
+    console.print(
         f"Start one worker per GPU: CUDA_VISIBLE_DEVICES=0 prefect worker start --pool {pool} "
         "(see docs/orchestration.md)"
     )
@@ -123,7 +148,7 @@ def bootstrap_blocks() -> None:
         table.add_column(col)
     for change in bootstrap.bootstrap_blocks():
         table.add_row(change.block, change.action, change.detail)
-    _console.print(table)
+    console.print(table)
 
 
 @app.command("submit")
@@ -136,7 +161,7 @@ def submit(
     wait: Annotated[bool, typer.Option(help="Wait until the flow run finishes.")] = False,
 ) -> None:
     """Hand a campaign to the Prefect campaign deployment (validated here first)."""
-    module = _orchestration("flows.campaign")
+    module = _orchestration("flows.submit")
     from evallab.spec import load_campaign
 
     load_campaign(campaign)
@@ -148,15 +173,15 @@ def submit(
         raise
     except Exception as exc:
         # Prefect raises its own errors (unknown deployment, server down): say which and how.
-        raise SpecError(
+        raise OrchestrationError(
             f"could not submit to deployment {deployment!r}: {type(exc).__name__}: {exc}",
             value=os.environ.get("PREFECT_API_URL", "(PREFECT_API_URL not set)"),
             fix="start the server, run `evallab prefect setup`, and set PREFECT_API_URL",
         ) from exc
-    _console.print(f"submitted {campaign} as flow run {run.name} ({run.id})")
+    console.print(f"submitted {campaign} as flow run {run.name} ({run.id})")
     if wait:
         state = run.state.name if run.state else "unknown"
-        _console.print(f"flow run finished: {state}")
+        console.print(f"flow run finished: {state}")
         if not (run.state and run.state.is_completed()):
             raise typer.Exit(code=1)
 
@@ -199,7 +224,7 @@ def serve(
     server = make_server(
         host, port, secret=secret, watchlist=watched, emit=emit, path=path or DEFAULT_PATH
     )
-    _console.print(
+    console.print(
         f"listening on http://{host}:{port}{path or DEFAULT_PATH}, announcing to {api_url}",
         highlight=False,
         soft_wrap=True,
@@ -207,4 +232,4 @@ def serve(
     try:
         server.run()  # on SIGINT/SIGTERM: stops accepting, finishes the requests in progress
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C once it has stopped
-        _console.print("stopped")
+        console.print("stopped")

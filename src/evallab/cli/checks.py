@@ -1,34 +1,30 @@
 """Commands for the reproducibility checks: ``pins check``, ``canary baseline``, ``regressions``.
 
-Mounted into the main ``evallab`` app (``regressions`` at top level, ``pins`` and ``canary`` as
-groups).
+Registered in :mod:`evallab.cli.app`: ``regressions`` at top level, ``pins`` and ``canary`` as
+groups.
 """
 
 from __future__ import annotations
 
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from evallab.checks import Regression, list_regressions
+from evallab.cli.console import console
 from evallab.errors import PinError
-from evallab.store.db import connect, database, run_sync
 
-__all__ = ["app"]
+if TYPE_CHECKING:
+    from evallab.checks import Regression
+
+__all__ = ["app", "canary_app", "pins_app"]
 
 app = typer.Typer(help="Pins, canaries and regressions.", no_args_is_help=True)
 pins_app = typer.Typer(help="Resolve and verify a campaign's pins.", no_args_is_help=True)
 canary_app = typer.Typer(help="Canary determinism baselines.", no_args_is_help=True)
-app.add_typer(pins_app, name="pins")
-app.add_typer(canary_app, name="canary")
-
-console = Console(width=None if sys.stdout.isatty() else 160)
 
 _STATUS_STYLE = {
     "ok": "green",
@@ -89,6 +85,7 @@ def canary_baseline(
     runtime: Annotated[str | None, typer.Option(help="Only this runtime label.")] = None,
 ) -> None:
     """Show current canary baselines, or retire them with --reset after a deliberate change."""
+    from evallab.store.db import connect, database, run_sync
 
     async def _go(dsn: str) -> tuple[int, list[dict[str, object]]]:
         from evallab.canary import reset_baselines
@@ -146,6 +143,9 @@ def regressions(
     limit: Annotated[int, typer.Option(help="At most this many rows.")] = 200,
 ) -> None:
     """List scores more than the configured sigma below their history (valid runs only)."""
+    from evallab.checks import list_regressions
+    from evallab.store.db import connect, database, run_sync
+
     since = datetime.now(UTC) - timedelta(days=days)
 
     async def _go(dsn: str) -> list[Regression]:

@@ -1,22 +1,16 @@
-"""The ``evallab`` command line. The only place errors become user-facing text."""
+"""``evallab run``, ``results`` and ``ingest``: evaluate a campaign and read what it stored."""
 
 from __future__ import annotations
 
 import contextlib
-import importlib
-import importlib.util
 import json
 import os
 import signal
-import sys
-import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -27,33 +21,11 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from evallab.errors import LabError
-from evallab.store import Store
+from evallab.cli.console import console
 
-__all__ = ["app", "main"]
+__all__ = ["app"]
 
-app = typer.Typer(
-    name="evallab",
-    help="A local evaluation lab for language models: model x quant x runtime, reproducibly.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-db_app = typer.Typer(
-    help="The results database (embedded PostgreSQL unless EVALLAB_DATABASE_URL is set)."
-)
-app.add_typer(db_app, name="db")
-
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
-_state: dict[str, bool] = {"debug": False}
-
-
-@app.callback()
-def _main(
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
-) -> None:
-    _state["debug"] = debug or _state["debug"]
+app = typer.Typer()
 
 
 # ------------------------------------------------------------------------------------ progress
@@ -124,10 +96,9 @@ def run(
     ] = False,
 ) -> None:
     """Evaluate every (model, runtime, benchmark) of a campaign and store the results."""
-    if allow_unsafe_code:
-        os.environ["EVALLAB_ALLOW_UNSAFE_CODE"] = "1"
     from evallab.campaign import CampaignEngine, DriverInfo, LocalExecutor, run_campaign
     from evallab.spec import load_campaign
+    from evallab.store import Store
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     spec, base_dir = load_campaign(campaign)
@@ -151,6 +122,7 @@ def run(
                 DriverInfo("cli"),
                 reporter=reporter,
                 resume=resume,
+                allow_unsafe_code=allow_unsafe_code,
             )
             result = run_campaign(engine, LocalExecutor(on_retry=reporter.message))
     table = Table(title=f"Campaign {result.name} — {result.status} ({result.campaign_id})")
@@ -197,6 +169,8 @@ def results(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines for scripts.")] = False,
 ) -> None:
     """List recent runs and their scores."""
+    from evallab.store import Store
+
     with Store.open() as store:
         rows = store.recent_results(model=model, task=task, campaign=campaign, limit_runs=limit)
     if as_json:
@@ -245,6 +219,7 @@ def ingest(
 ) -> None:
     """Re-ingest finished runs from their folders (e.g. after the database was down). Idempotent."""
     from evallab.campaign import read_run_dir
+    from evallab.store import Store
 
     with Store.open() as store:
         for d in run_dirs:
@@ -255,132 +230,3 @@ def ingest(
                 f"ingested run {record.run_id} ({record.model_name} · {record.benchmark}, "
                 f"{record.status})"
             )
-
-
-# --------------------------------------------------------------------------------------- db
-
-
-@db_app.command("migrate")
-def db_migrate() -> None:
-    """Apply pending migrations from sql/migrations and re-create the views."""
-    with Store.open() as store:
-        applied = store.migrate()
-    if applied:
-        for m in applied:
-            console.print(f"applied {m.path.name}")
-    else:
-        console.print("database is up to date")
-
-
-@db_app.command("status")
-def db_status() -> None:
-    """Show which migrations the database has applied."""
-    from evallab.store.db import redact
-
-    with Store.open() as store:
-        rows = store.migration_status()
-        console.print(f"database: {redact(store.dsn)}")
-    table = Table()
-    for col in ("version", "name", "applied", "applied at", "checksum"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(
-            f"{r.version:04d}",
-            r.name,
-            "yes" if r.applied else "[yellow]pending[/]",
-            r.applied_at or "",
-            "ok" if r.checksum_ok else "[red]EDITED[/]",
-        )
-    console.print(table)
-
-
-@db_app.command("start")
-def db_start() -> None:
-    """Start the embedded server and keep it running until `evallab db stop`."""
-    from evallab.store.db import embedded_server
-
-    lease = embedded_server().acquire(permanent=True)
-    console.print(f"embedded PostgreSQL running until `evallab db stop`: {lease.dsn}")
-
-
-@db_app.command("stop")
-def db_stop(
-    force: Annotated[
-        bool,
-        typer.Option("--force", help="Stop it even while other lab commands are using it."),
-    ] = False,
-) -> None:
-    """Stop the embedded server, or let the lab commands still using it stop it when they end."""
-    from evallab.store.db import embedded_server
-
-    outcome = embedded_server().shutdown(force=force)
-    if outcome.stopped:
-        console.print("embedded PostgreSQL stopped")
-    elif not outcome.was_running:
-        console.print("embedded PostgreSQL is not running")
-    else:
-        console.print(
-            f"embedded PostgreSQL keeps running for {len(outcome.clients)} lab "
-            f"process{'es' if len(outcome.clients) != 1 else ''} still using it; the last one "
-            "stops it when it ends (`evallab db stop --force` stops it now):",
-            highlight=False,
-        )
-        for client in outcome.clients:
-            console.print(f"  pid {client.pid}: {client.command}", highlight=False)
-
-
-# ---------------------------------------------------------------------- mounted sub-commands
-
-
-def _mount(module: str, attr: str, name: str | None) -> None:
-    if importlib.util.find_spec(module) is None:
-        return
-    sub = getattr(importlib.import_module(module), attr, None)
-    if sub is None:
-        return
-    if name:
-        app.add_typer(sub, name=name)
-    else:
-        for cmd in sub.registered_commands:
-            app.registered_commands.append(cmd)
-        for grp in sub.registered_groups:
-            app.registered_groups.append(grp)
-
-
-_mount("evallab.cli_runtime", "app", "runtime")
-_mount("evallab.cli_checks", "app", None)
-_mount("evallab.cli_report", "app", None)
-_mount("evallab.cli_prefect", "app", None)
-
-
-def main() -> None:
-    """Console-script entry point: run the app, turning LabErrors into one paragraph."""
-    # lm-eval's own tqdm bars would tear through the rich progress display; the lab draws one
-    # bar per run instead.
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    if "--debug" in sys.argv[1:2] or os.environ.get("EVALLAB_DEBUG"):
-        _state["debug"] = True
-    try:
-        # Without standalone mode, typer returns an Exit's code instead of exiting with it.
-        rc = app(standalone_mode=False)
-    except LabError as exc:
-        if _state["debug"]:
-            traceback.print_exc()
-        err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
-        sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        err_console.print("[bold red]aborted[/]")
-        sys.exit(130)
-    except KeyboardInterrupt:
-        err_console.print("[bold red]interrupted[/]: finished runs are kept; re-run with --resume")
-        sys.exit(130)
-    sys.exit(rc if isinstance(rc, int) else 0)
-
-
-if __name__ == "__main__":
-    main()

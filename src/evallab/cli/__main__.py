@@ -1,0 +1,3 @@
+from evallab.cli import main
+
+main()
