@@ -16,11 +16,10 @@ import pytest
 
 from evallab.errors import DatabaseError, MigrationError, PortInUseError, StorageError
 from evallab.harnesses.base import SampleOutcome, ScoreRow
-from evallab.paths import SQL_DIR
 from evallab.store.db import connect, redact
 from evallab.store.embedded import EmbeddedPostgres
 from evallab.store.ingest import ingest_run, insert_campaign
-from evallab.store.migrate import migrate, migration_status
+from evallab.store.migrate import SQL_DIR, migrate, migration_status
 from evallab.store.records import CampaignRecord, RunRecord
 
 

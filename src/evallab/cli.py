@@ -274,7 +274,7 @@ def ingest(
 
 @db_app.command("migrate")
 def db_migrate() -> None:
-    """Apply pending migrations from sql/migrations and re-create the views."""
+    """Apply pending migrations (the package's store/sql/migrations) and re-create the views."""
     from evallab.store.migrate import migrate
 
     async def _go(dsn: str) -> list[Any]:

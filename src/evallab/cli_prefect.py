@@ -1,8 +1,8 @@
 """Orchestration: ``evallab prefect setup|bootstrap-blocks``, ``submit``, ``webhook serve``.
 
-Prefect code lives in the repository's ``flows/`` and ``blocks/`` folders (next to ``sql/``), not
-in the library; these commands import it from there, so ``evallab run`` and the rest of the CLI
-work on a machine without Prefect.
+Prefect code lives in the repository's ``flows/`` and ``blocks/`` folders (next to
+``prefect.yaml``), not in the library; these commands import it from the lab's checkout, so
+``evallab run`` and the rest of the CLI work on a machine without Prefect.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from evallab.errors import LabError, SpecError
-from evallab.paths import REPO_ROOT
+from evallab.paths import source_checkout
 
 __all__ = ["app"]
 
@@ -34,6 +34,27 @@ app.add_typer(webhook_app, name="webhook")
 _console = Console()
 
 
+def _checkout() -> Path:
+    """The checkout holding the lab's ``flows/``, ``blocks/`` and ``prefect.yaml``.
+
+    The one an editable install runs from; else (a wheel install) the working directory or its
+    nearest parent holding them.
+
+    Raises:
+        SpecError: no such checkout.
+    """
+    own = source_checkout()
+    here = Path.cwd()
+    for folder in (*([own] if own else []), here, *here.parents):
+        if (folder / "flows" / "__init__.py").is_file() and (folder / "prefect.yaml").is_file():
+            return folder
+    raise SpecError(
+        "the lab's flows/ folder is missing (orchestration needs a source checkout)",
+        value=here,
+        fix="run from the lab's checkout (it holds flows/, blocks/ and prefect.yaml)",
+    )
+
+
 def _orchestration(module: str) -> ModuleType:
     """Import a module of the repository's ``flows/`` or ``blocks/`` packages."""
     if importlib.util.find_spec("prefect") is None:
@@ -42,23 +63,18 @@ def _orchestration(module: str) -> ModuleType:
             value=sys.executable,
             fix="pip install 'evallab[orchestration]', or use `evallab run` (it needs no Prefect)",
         )
-    if not (REPO_ROOT / "flows" / "__init__.py").is_file():
-        raise SpecError(
-            "the lab's flows/ folder is missing (orchestration needs a source checkout)",
-            value=REPO_ROOT,
-            fix="install evallab editable from its repository (pip install -e .)",
-        )
-    root = str(REPO_ROOT)
+    root = str(_checkout())
     if root not in sys.path:
         sys.path.insert(0, root)
     return importlib.import_module(module)
 
 
 def _deploy(names: list[str]) -> None:
-    env = {**os.environ, "EVALLAB_REPO": str(REPO_ROOT)}
+    checkout = _checkout()
+    env = {**os.environ, "EVALLAB_REPO": str(checkout)}
     args = ["--all"] if not names else [a for n in names for a in ("--name", n)]
     cmd = [sys.executable, "-m", "prefect", "--no-prompt", "deploy", *args]
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=checkout, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SpecError(
             f"`prefect deploy` failed: {(proc.stderr or proc.stdout).strip()[-1500:]}",
@@ -106,7 +122,7 @@ def setup(
             table.add_row(change.block, change.action, change.detail)
     if deploy:
         _deploy([])
-        table.add_row("deployments", "deployed", str(REPO_ROOT / "prefect.yaml"))
+        table.add_row("deployments", "deployed", str(_checkout() / "prefect.yaml"))
     _console.print(table)
     _console.print(
         f"Start one worker per GPU: CUDA_VISIBLE_DEVICES=0 prefect worker start --pool {pool} "
@@ -166,8 +182,12 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8787,
     watchlist: Annotated[
-        Path, typer.Option(help="Watch list: which repos start which campaign.")
-    ] = REPO_ROOT / "flows" / "watched_models.yaml",
+        Path | None,
+        typer.Option(
+            help="Watch list: which repos start which campaign "
+            "[default: flows/watched_models.yaml in the lab's checkout]."
+        ),
+    ] = None,
     path: Annotated[str, typer.Option(help="URL path Hugging Face posts to.")] = "",
 ) -> None:
     """Receive Hugging Face webhooks and post hf.model.released to Prefect for new commits.
@@ -183,7 +203,7 @@ def serve(
 
     secret = os.environ.get("EVALLAB_WEBHOOK_SECRET", "")
     require_secret(secret)
-    watched = load_watchlist(watchlist)
+    watched = load_watchlist(watchlist or _checkout() / "flows" / "watched_models.yaml")
     watch_flow = _orchestration("flows.watch_models")
     api_url = watch_flow.prefect_api_url()  # refuses to go on without one
     emit = watch_flow.release_poster(api_url)
