@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.flows.conftest import PrefectServer, campaign_yaml, stop_process
-from tests.helpers import EVALLAB, fetch
+from tests.flows.helpers import PrefectServer, stop_process
+from tests.helpers import EVALLAB, campaign_yaml, fetch
 
 pytestmark = [pytest.mark.prefect_server, pytest.mark.slow]
 

@@ -23,8 +23,8 @@ import httpx
 import pytest
 
 from evallab.runtimes.process import group_pids
-from tests.flows.conftest import REPO, PrefectServer, campaign_yaml, stop_process
-from tests.helpers import EVALLAB, fetch
+from tests.flows.helpers import PrefectServer, stop_process
+from tests.helpers import EVALLAB, REPO, campaign_yaml, fetch
 
 pytestmark = [pytest.mark.prefect_server, pytest.mark.slow, pytest.mark.timeout(1800)]
 
