@@ -33,7 +33,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         "install it with `apt-get install bubblewrap` (or `make system`)"
     )
     if os.environ.get("CI"):
-        pytest.fail(f"{missing}. CI must run the sandbox security tests, not skip them.", pytrace=False)
+        pytest.fail(
+            f"{missing}. CI must run the sandbox security tests, not skip them.", pytrace=False
+        )
     pytest.skip(missing)
 
 

