@@ -1,5 +1,5 @@
-"""What the flow tests share: a real Prefect server's handle, stopping a process group, and
-reading back the events a Prefect server recorded."""
+"""What the flow tests share: a real Prefect server's handle, ``evallab prefect setup``, stopping
+a process group, and reading back the events a Prefect server recorded."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from tests.helpers import EVALLAB
 
 
 @dataclass
@@ -33,6 +35,20 @@ def stop_process(proc: subprocess.Popen[bytes], grace: float = 20) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
+
+
+def prefect_setup(env: dict[str, str], cwd: Path, *args: str) -> str:
+    """Run ``evallab prefect setup ARGS`` (it must succeed); returns its output."""
+    proc = subprocess.run(
+        [*EVALLAB, "prefect", "setup", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
 
 
 def released_events(api: str, repo: str, timeout: float = 60) -> list[dict[str, Any]]:
