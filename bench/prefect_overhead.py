@@ -47,7 +47,9 @@ from typing import Any
 
 import asyncpg
 import httpx
-from benchlib import free_port, scratch_postgres
+from benchlib import scratch_postgres
+
+from evallab.runtimes.process import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 CAMPAIGN = REPO / "deployments" / "demo.yaml"

@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from evallab.harnesses.code import evaluate_programs
 from evallab.harnesses.code.datasets import load_task
 from evallab.harnesses.code.passk import pass_at_k_mean
+from evallab.harnesses.code.scoring import evaluate_programs
 from evallab.sandbox import Sandbox, SandboxConfig
 
 ROUNDS = 2

@@ -45,7 +45,6 @@ from evallab.campaign import (
 )
 from evallab.campaign.publish import publish_report, report_dir
 from evallab.errors import LabError
-from evallab.paths import REPO_ROOT
 from evallab.spec import CampaignSpec, load_campaign
 from evallab.store import Store
 from evallab.watch import release_campaign
@@ -62,6 +61,10 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+#: The checkout these flows live in: its deployments/ are the campaign choices. The flows ship
+#: with the checkout, never with the evallab package.
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # lm-eval's tqdm bars would flood the worker's log (one line per refresh); the flow logs one line
 # per step instead. Set before lm-eval is imported by a step.

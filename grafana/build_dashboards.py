@@ -6,7 +6,8 @@ Run ``python grafana/build_dashboards.py`` after changing a panel; it rewrites
 ``1769699379!11.6.0``). The SDK has no PostgreSQL query builder, so :class:`PostgresQuery`
 emits the target JSON Grafana's PostgreSQL datasource expects.
 
-Panels and alerts query only the views in ``sql/views/`` — that is the contract with the schema.
+Panels and alerts query only the views in ``src/evallab/store/sql/views/`` — that is the
+contract with the schema.
 Every query here is executed against a seeded database by ``tests/checks/test_grafana.py``.
 """
 

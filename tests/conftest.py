@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,16 +13,30 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from evallab.runtimes.process import free_port
 from evallab.store.embedded import EmbeddedPostgres
 from evallab.store.migrate import migrate
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked ``bubblewrap`` skip without bwrap locally, and fail in CI.
+
+    They are the sandbox's security tests: a CI run that silently skipped them would pass while
+    proving nothing about the isolation of untrusted code.
+    """
+    if item.get_closest_marker("bubblewrap") is None or shutil.which("bwrap") is not None:
+        return
+    missing = (
+        "bubblewrap (bwrap) is not installed: the code sandbox tests need it; "
+        "install it with `apt-get install bubblewrap` (or `make system`)"
+    )
+    if os.environ.get("CI"):
+        pytest.fail(
+            f"{missing}. CI must run the sandbox security tests, not skip them.", pytrace=False
+        )
+    pytest.skip(missing)
 
 
 @pytest.fixture(scope="session")

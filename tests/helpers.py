@@ -1,4 +1,5 @@
-"""Helpers shared by the test suites: run the CLI as a user does, read rows back."""
+"""Helpers shared by the test suites: run the CLI as a user does, read rows back, write campaign
+files and run rows."""
 
 from __future__ import annotations
 
@@ -6,11 +7,16 @@ import asyncio
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+
+from evallab.store.records import RunRecord
 
 REPO = Path(__file__).resolve().parents[1]
 EVALLAB = [sys.executable, "-m", "evallab.cli"]
@@ -74,3 +80,47 @@ def run_campaign_here(
             resume=resume,  # type: ignore[arg-type]
         )
         return run_locally(engine)
+
+
+def campaign_yaml(folder: Path, name: str, benchmarks: str, tasks_dir: Path | None = None) -> Path:
+    """A tiny-model campaign file (fast: benchmarks use ``limit:``)."""
+    path = folder / f"{name}.yaml"
+    path.write_text(
+        f"name: {name}\ntasks_dir: {tasks_dir or REPO / 'tasks_custom'}\nseed: 3\n"
+        "models:\n  - {name: tiny-base, source: tiny, seed: 0}\n"
+        "checks: {canary: warn}\n"
+        f"benchmarks:\n{benchmarks}"
+    )
+    return path
+
+
+def run_record(campaign_id: uuid.UUID, **fields: Any) -> RunRecord:
+    """A succeeded ``runs`` row with plausible provenance; ``fields`` override any column."""
+    run = RunRecord(
+        run_id=uuid.uuid4(),
+        campaign_id=campaign_id,
+        run_key="k" * 64,
+        benchmark="b",
+        model_name="m",
+        model_source="tiny",
+        model_id="evallab/tiny",
+        model_revision="local:abc",
+        model_sha256="s" * 64,
+        quant="none",
+        runtime="transformers",
+        runtime_label="transformers",
+        runtime_version="5",
+        harness="lm_eval",
+        harness_version="0.4.13",
+        tasks=["t"],
+        seed=1,
+        generation_config={"max_gen_toks": 8},
+        lab_version="0.1.0",
+        lab_commit="c",
+        env_fingerprint="f",
+        python_version="3.11",
+        hostname="h",
+        status="succeeded",
+        started_at=datetime.now(UTC),
+    )
+    return replace(run, **fields)

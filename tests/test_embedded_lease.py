@@ -10,7 +10,6 @@ import asyncio
 import os
 import select
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -21,6 +20,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from evallab.runtimes.process import free_port
 from evallab.store.db import database
 from evallab.store.embedded import EmbeddedPostgres
 
@@ -50,12 +50,6 @@ CLIENT = textwrap.dedent(
 
 # Generous: only a broken lab makes a client wait this long, and then the test says so.
 _WAIT_S = 180
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Client:

@@ -19,9 +19,9 @@ from evallab.errors import HubUnreachableError, ModelError, PinError
 from evallab.hub import HubClient, HubRetry, bound_hub_library_timeouts
 from evallab.models import resolve_model
 from evallab.pins import hub_resolver
+from evallab.runtimes.process import free_port
 from evallab.spec import HubModelSpec
 from evallab.watch import Watchlist, hub_heads
-from tests.flows.conftest import free_port
 from tests.flows.fake_hub import FakeHub, fake_hub
 
 SHA = "0123456789abcdef0123456789abcdef01234567"

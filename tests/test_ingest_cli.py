@@ -7,8 +7,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from tests.flows.conftest import campaign_yaml
-from tests.helpers import evallab, fetch, run_campaign_here
+from tests.helpers import campaign_yaml, evallab, fetch, run_campaign_here
 
 
 def test_ingest_is_idempotent_and_refuses_a_second_result_for_a_run_key(

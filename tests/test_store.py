@@ -16,52 +16,17 @@ import pytest
 
 from evallab.errors import DatabaseError, MigrationError, PortInUseError, StorageError
 from evallab.harnesses.base import SampleOutcome, ScoreRow
-from evallab.paths import SQL_DIR
+from evallab.runtimes.process import free_port
 from evallab.store.db import connect, redact
 from evallab.store.embedded import EmbeddedPostgres
 from evallab.store.ingest import ingest_run, insert_campaign
-from evallab.store.migrate import migrate, migration_status
-from evallab.store.records import CampaignRecord, RunRecord
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from evallab.store.migrate import SQL_DIR, migrate, migration_status
+from evallab.store.records import CampaignRecord
+from tests.helpers import run_record
 
 
 def run(coro):  # type: ignore[no-untyped-def]
     return asyncio.run(coro)
-
-
-def make_run(campaign_id: uuid.UUID, run_id: uuid.UUID | None = None) -> RunRecord:
-    return RunRecord(
-        run_id=run_id or uuid.uuid4(),
-        campaign_id=campaign_id,
-        run_key="k" * 64,
-        benchmark="b",
-        model_name="m",
-        model_source="tiny",
-        model_id="evallab/tiny",
-        model_revision="local:abc",
-        model_sha256="s" * 64,
-        quant="none",
-        runtime="transformers",
-        runtime_label="transformers",
-        runtime_version="5",
-        harness="lm_eval",
-        harness_version="0.4.13",
-        tasks=["t"],
-        seed=1,
-        generation_config={"max_gen_toks": 8},
-        lab_version="0.1.0",
-        lab_commit="c",
-        env_fingerprint="f",
-        python_version="3.11",
-        hostname="h",
-        status="succeeded",
-        started_at=datetime.now(UTC),
-    )
 
 
 async def seed_campaign(conn: asyncpg.Connection) -> uuid.UUID:
@@ -167,7 +132,7 @@ def test_ingest_twice_creates_no_duplicates(migrated_dsn: str) -> None:
         conn = await connect(migrated_dsn)
         try:
             cid = await seed_campaign(conn)
-            rec = make_run(cid)
+            rec = run_record(cid)
             scores = [ScoreRow("t", "acc", "none", 0.5, 0.1, 4, True)]
             outcomes = [
                 SampleOutcome("t", i, sha(f"doc{i}"), "acc", "none", float(i % 2)) for i in range(4)
@@ -207,7 +172,7 @@ def test_outcome_sets_round_trip_interleaved_rows(migrated_dsn: str) -> None:
     async def go() -> None:
         conn = await connect(migrated_dsn)
         try:
-            rec = make_run(await seed_campaign(conn))
+            rec = run_record(await seed_campaign(conn))
             await ingest_run(conn, rec, outcomes=outcomes)
             assert await conn.fetchval(
                 "SELECT count(*) FROM sample_outcome_sets WHERE run_id = $1", rec.run_id
@@ -254,7 +219,7 @@ def test_unstorable_outcome_is_refused_before_writing(
     async def go() -> None:
         conn = await connect(migrated_dsn)
         try:
-            rec = make_run(await seed_campaign(conn))
+            rec = run_record(await seed_campaign(conn))
             good = [SampleOutcome("t", i, sha(str(i)), "acc", "none", 1.0) for i in range(3)]
             await ingest_run(conn, rec, outcomes=good)
             bad = [*good, SampleOutcome("t", doc_id, doc_hash, "acc", "none", 1.0)]
@@ -353,7 +318,7 @@ def test_failed_ingest_leaves_no_partial_rows(migrated_dsn: str) -> None:
         admin = await connect(migrated_dsn)
         try:
             cid = await seed_campaign(conn)
-            rec = make_run(cid)
+            rec = run_record(cid)
             pid = conn.get_server_pid()
             # The run row goes in first, then a duplicate score key makes COPY fail.
             dup = [

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import socket
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -13,15 +12,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from evallab.runtimes.process import free_port
 from evallab.store.embedded import EmbeddedPostgres
 from evallab.store.records import CampaignRecord, RunRecord
-
-
-def free_port() -> int:
-    """A loopback TCP port nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from evallab import __version__
-from evallab.paths import REPO_ROOT
+from evallab.paths import source_checkout
 
 __all__ = [
     "EnvironmentInfo",
@@ -84,11 +84,17 @@ def env_fingerprint(packages: tuple[str, ...] | None = None) -> str:
     return hashlib.sha256("\n".join(pkgs).encode()).hexdigest()
 
 
-def lab_commit(repo: Path = REPO_ROOT) -> str:
+def lab_commit(repo: Path | None = None) -> str:
     """The lab's git commit, with ``-dirty`` when tracked or untracked files differ from it.
+
+    Args:
+        repo: The checkout to ask; default: the one the package runs from.
 
     Returns ``"unknown"`` when the lab isn't installed from a git checkout (a wheel install).
     """
+    repo = repo or source_checkout()
+    if repo is None:
+        return "unknown"
     try:
         head = subprocess.run(
             ["git", "rev-parse", "HEAD"],

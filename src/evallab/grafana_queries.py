@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from evallab.paths import REPO_ROOT
+from evallab.errors import LabError
 
 __all__ = ["GrafanaQuery", "expand_macros", "load_queries"]
 
@@ -41,8 +41,22 @@ def _panels(panels: Sequence[dict[str, Any]]) -> Iterator[dict[str, Any]]:
 
 
 def load_queries(grafana_dir: Path | None = None) -> list[GrafanaQuery]:
-    """Every SQL query in ``grafana/dashboards/*.json`` and ``grafana/provisioning/alerting``."""
-    root = grafana_dir or REPO_ROOT / "grafana"
+    """Every SQL query in ``grafana/dashboards/*.json`` and ``grafana/provisioning/alerting``.
+
+    Args:
+        grafana_dir: The provisioning folder; default: ``grafana/`` in the working directory (the
+            dashboards belong to the checkout, not the installed package).
+
+    Raises:
+        LabError: the folder doesn't exist.
+    """
+    root = grafana_dir or Path.cwd() / "grafana"
+    if not root.is_dir():
+        raise LabError(
+            "Grafana provisioning folder not found",
+            value=root,
+            fix="run from the lab's checkout (it holds grafana/) or pass its path",
+        )
     found: list[GrafanaQuery] = []
     for board_path in sorted((root / "dashboards").glob("*.json")):
         board = json.loads(board_path.read_text())

@@ -13,9 +13,9 @@ of them publishes a new commit::
 
 :func:`poll_releases` asks the hub's API (``HF_ENDPOINT`` selects the server; see
 :mod:`evallab.hub`) for the current head commit of every watched repository and compares it with
-what PostgreSQL has seen (tables from ``sql/migrations/0003_model_watch.sql``). The first poll of
-an entry records a baseline and reports nothing. :func:`record_releases` marks releases as seen
-once they were announced, so a failed announcement is retried on the next poll (at least once,
+what PostgreSQL has seen (tables from ``store/sql/migrations/0003_model_watch.sql``). The first
+poll of an entry records a baseline and reports nothing. :func:`record_releases` marks releases as
+seen once they were announced, so a failed announcement is retried on the next poll (at least once,
 never lost).
 
 :func:`release_campaign` turns a campaign template plus a release into the campaign to run:

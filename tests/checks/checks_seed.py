@@ -12,7 +12,8 @@ import asyncpg
 
 from evallab.harnesses.base import ScoreRow
 from evallab.store.ingest import ingest_run, insert_campaign
-from evallab.store.records import CampaignRecord, RunRecord
+from evallab.store.records import CampaignRecord
+from tests.helpers import run_record
 
 T0 = datetime(2026, 1, 1, 2, 0, tzinfo=UTC)
 
@@ -48,29 +49,21 @@ async def add_run(
     telemetry: Sequence[tuple[Any, ...]] = (),
 ) -> uuid.UUID:
     rid = uuid.uuid4()
-    rec = RunRecord(
+    rec = run_record(
+        campaign_id,
         run_id=rid,
-        campaign_id=campaign_id,
         run_key=run_key,
         benchmark=benchmark,
         model_name=model,
-        model_source="tiny",
         model_id=f"evallab/{model}",
-        model_revision="local:abc",
         model_sha256="m" * 64,
         quant=quant,
-        runtime="transformers",
         runtime_label=runtime_label,
         runtime_version="5.24.0",
-        harness="lm_eval",
-        harness_version="0.4.13",
         tasks=sorted({t for t, _, _ in scores}),
         seed=1234,
-        generation_config={"max_gen_toks": 8},
-        lab_version="0.1.0",
         lab_commit="abc",
         env_fingerprint=fingerprint,
-        python_version="3.11",
         hostname="lab",
         status=status,
         status_reason=status_reason,

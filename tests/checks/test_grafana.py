@@ -21,11 +21,10 @@ from checks_seed import T0, add_run, new_campaign, run
 
 from evallab.checks import find_regressions, find_repro_violations, judge_run_validity
 from evallab.grafana_queries import GrafanaQuery, expand_macros, load_queries
-from evallab.paths import REPO_ROOT
 from evallab.spec import ChecksSpec
 from evallab.telemetry import FakeNVML, GpuReading, TelemetrySampler
 
-GRAFANA = REPO_ROOT / "grafana"
+GRAFANA = Path(__file__).resolve().parents[2] / "grafana"
 VARIABLES = {"model": ["tiny-a", "tiny-b"], "task": ["demo_mc", "demo_gen"], "metric": "acc"}
 HISTORY = [0.50, 0.51, 0.49, 0.505, 0.495, 0.50, 0.51, 0.49]
 

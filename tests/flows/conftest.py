@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+
+from evallab.runtimes.process import free_port
+from tests.flows.helpers import PrefectServer, stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
@@ -34,13 +34,6 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def free_port() -> int:
-    """A loopback TCP port nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
     """Flows in this session report to a temporary Prefect server (SQLite)."""
@@ -50,29 +43,7 @@ def prefect_harness() -> Iterator[None]:
         yield
 
 
-def campaign_yaml(folder: Path, name: str, benchmarks: str, tasks_dir: Path | None = None) -> Path:
-    """A tiny-model campaign file (fast: benchmarks use ``limit:``)."""
-    path = folder / f"{name}.yaml"
-    path.write_text(
-        f"name: {name}\ntasks_dir: {tasks_dir or REPO / 'tasks_custom'}\nseed: 3\n"
-        "models:\n  - {name: tiny-base, source: tiny, seed: 0}\n"
-        "checks: {canary: warn}\n"
-        f"benchmarks:\n{benchmarks}"
-    )
-    return path
-
-
 # ------------------------------------------------------------------------- a real server
-
-
-@dataclass
-class PrefectServer:
-    """A real ``prefect server start`` for the test session."""
-
-    url: str
-    env: dict[str, str]
-    home: Path
-    log: Path
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
@@ -87,17 +58,6 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: f
             pass
         time.sleep(0.5)
     raise RuntimeError(f"prefect server not healthy after {timeout}s: {log.read_text()[-3000:]}")
-
-
-def stop_process(proc: subprocess.Popen[bytes], grace: float = 20) -> None:
-    """SIGTERM the process group, wait, then SIGKILL it."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")

@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.flows.conftest import PrefectServer, campaign_yaml, stop_process
-from tests.helpers import EVALLAB, fetch
+from tests.flows.helpers import PrefectServer, prefect_setup, stop_process
+from tests.helpers import EVALLAB, campaign_yaml, fetch
 
 pytestmark = [pytest.mark.prefect_server, pytest.mark.slow]
 
@@ -62,15 +62,7 @@ def test_a_crashed_campaign_is_resubmitted_once_and_resumes(
         "TQDM_DISABLE": "1",
         "TOKENIZERS_PARALLELISM": "false",
     }
-    setup = subprocess.run(
-        [*EVALLAB, "prefect", "setup", "--no-blocks"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert setup.returncode == 0, setup.stdout + setup.stderr
+    prefect_setup(env, tmp_path, "--no-blocks")
     path = campaign_yaml(
         tmp_path,
         "crashy",

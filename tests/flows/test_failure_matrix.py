@@ -32,8 +32,7 @@ from evallab.errors import (
 from evallab.runtimes import get_runtime
 from evallab.store.campaigns import CampaignQueries
 from evallab.store.embedded import EmbeddedPostgres
-from tests.flows.conftest import REPO, campaign_yaml
-from tests.helpers import fetch, run_campaign_here
+from tests.helpers import REPO, campaign_yaml, fetch, run_campaign_here
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
 

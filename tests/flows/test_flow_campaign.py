@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.flows.conftest import REPO, campaign_yaml
-from tests.helpers import fetch
+from tests.helpers import REPO, campaign_yaml, fetch
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

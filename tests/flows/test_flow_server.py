@@ -23,8 +23,8 @@ import httpx
 import pytest
 
 from evallab.runtimes.process import group_pids
-from tests.flows.conftest import REPO, PrefectServer, campaign_yaml, stop_process
-from tests.helpers import EVALLAB, fetch
+from tests.flows.helpers import PrefectServer, prefect_setup, stop_process
+from tests.helpers import EVALLAB, REPO, campaign_yaml, fetch
 
 pytestmark = [pytest.mark.prefect_server, pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -118,19 +118,6 @@ def waited_on(states: list[str]) -> list[str]:
 # ------------------------------------------------------------------------------- helpers
 
 
-def setup(env: dict[str, str], cwd: Path, *args: str) -> str:
-    proc = subprocess.run(
-        [*EVALLAB, "prefect", "setup", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout
-
-
 def row(output: str, obj: str) -> str:
     """The line of setup's table about ``obj``."""
     [line] = [ln for ln in output.splitlines() if f" {obj} " in ln]
@@ -220,7 +207,7 @@ def test_gpu_never_shared_and_queued_campaigns_are_not_late(
 ) -> None:
     env = lab_env(prefect_server, pg_dsn, lab_home)
     gpu0 = gpu_limit("0")
-    out = setup(env, tmp_path)
+    out = prefect_setup(env, tmp_path)
     assert "no limit" in row(out, "work pool gpu"), out
     assert "1 slot" in row(out, f"concurrency limit {gpu0}"), out
     pool = httpx.get(f"{prefect_server.url}/work_pools/gpu", timeout=10).json()
@@ -228,7 +215,7 @@ def test_gpu_never_shared_and_queued_campaigns_are_not_late(
     limit = gpu_limits(prefect_server)[gpu0]
     assert (limit["limit"], limit["active"], limit["active_slots"]) == (1, True, 0)
     # Setup is safe to repeat: the limit is found, not duplicated.
-    again = setup(env, tmp_path, "--no-deploy")
+    again = prefect_setup(env, tmp_path, "--no-deploy")
     assert " exists " in row(again, f"concurrency limit {gpu0}"), again
     assert [n for n in gpu_limits(prefect_server) if n == gpu0] == [gpu0]
 
@@ -401,7 +388,9 @@ def test_one_worker_per_gpu_scales_out_on_one_pool(
     campaigns on one limit take turns."""
     env = lab_env(prefect_server, pg_dsn, lab_home)
     gpus = {gpu_limit("0"), gpu_limit("1")}
-    out = setup(env, tmp_path, "--pool", "gpu-multi", "--gpus", "2", "--no-deploy", "--no-blocks")
+    out = prefect_setup(
+        env, tmp_path, "--pool", "gpu-multi", "--gpus", "2", "--no-deploy", "--no-blocks"
+    )
     for name in gpus:
         assert "1 slot" in row(out, f"concurrency limit {name}"), out
     limits = gpu_limits(prefect_server)

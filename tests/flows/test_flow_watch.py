@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
 from evallab.errors import HubUnreachableError, ModelError
+from evallab.runtimes.process import free_port
 from evallab.watch import Watchlist, mark_announced, poll_releases, release_campaign
-from tests.flows.conftest import REPO, free_port
 from tests.flows.fake_hub import fake_hub
+from tests.flows.helpers import released_events
+from tests.helpers import REPO
 
 SHA1, SHA2, SHA3 = "1" * 40, "9b3a1c2d4e5f60718293a4b5c6d7e8f901234567", "3" * 40
 
@@ -71,28 +71,6 @@ def test_release_campaign_replaces_models_with_the_pinned_release() -> None:
 # --------------------------------------------------------------- events in a real Prefect API
 
 
-def released_events(api_url: str, repo: str, timeout: float = 45) -> list[dict[str, Any]]:
-    """hf.model.released events for ``repo`` recorded by the Prefect server (waits for them)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        reply = httpx.post(
-            f"{api_url}/events/filter",
-            json={
-                "filter": {
-                    "event": {"name": ["hf.model.released"]},
-                    "resource": {"id": [f"hf.model.{repo}"]},
-                },
-                "limit": 50,
-            },
-            timeout=10,
-        )
-        reply.raise_for_status()
-        events = reply.json()["events"]
-        if events or time.monotonic() > deadline:
-            return list(events)
-        time.sleep(1)
-
-
 @pytest.mark.usefixtures("prefect_harness")
 def test_watch_flow_emits_release_events(pg_dsn: str, tmp_path: Path) -> None:
     from prefect.settings import PREFECT_API_URL
@@ -109,7 +87,7 @@ def test_watch_flow_emits_release_events(pg_dsn: str, tmp_path: Path) -> None:
             {"repo": "flowtest/model", "revision": SHA2, "campaign": "deployments/demo.yaml"}
         ]
         assert watch_models(watchlist=str(watchlist), endpoint=hub.url) == []
-    [event] = released_events(str(PREFECT_API_URL.value()), "flowtest/model")
+    [event] = released_events(str(PREFECT_API_URL.value()), "flowtest/model", timeout=45)
     assert event["payload"]["revision"] == SHA2
     assert event["resource"]["prefect.resource.name"] == "flowtest/model"
 
@@ -186,5 +164,5 @@ def test_watch_flow_marks_a_release_announced_only_once_the_api_accepted_it(
             {"repo": "flowtest/lost", "revision": SHA2, "campaign": "deployments/demo.yaml"}
         ]
         assert poll_releases(pg_dsn, watched, endpoint=hub.url) == []
-    [event] = released_events(str(PREFECT_API_URL.value()), "flowtest/lost")
+    [event] = released_events(str(PREFECT_API_URL.value()), "flowtest/lost", timeout=45)
     assert event["payload"]["revision"] == SHA2

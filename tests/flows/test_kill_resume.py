@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from evallab.runtimes.process import group_pids
-from tests.flows.conftest import REPO, PrefectServer, campaign_yaml
-from tests.helpers import EVALLAB, fetch
+from tests.flows.helpers import PrefectServer
+from tests.helpers import EVALLAB, REPO, campaign_yaml, fetch
 
 pytestmark = [pytest.mark.prefect_server, pytest.mark.slow]
 

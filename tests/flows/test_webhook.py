@@ -24,9 +24,10 @@ from typing import Any
 import httpx
 import pytest
 
+from evallab.runtimes.process import free_port
 from evallab.watch import ModelRelease, Watchlist
 from evallab.webhook import AnnounceError, ReceiverLimits, WebhookSetupError, make_server
-from tests.flows.conftest import PrefectServer, free_port
+from tests.flows.helpers import PrefectServer, released_events
 
 DATA = Path(__file__).parent / "data"
 PUSH = (DATA / "hf_webhook_push.json").read_bytes()
@@ -116,29 +117,6 @@ def raw(port: int, data: bytes, timeout: float = 30) -> Raw:
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(data)
         return read_to_close(sock, time.perf_counter(), timeout)
-
-
-def wait_for_events(api: str, repo: str, timeout: float = 60) -> list[dict[str, Any]]:
-    """``hf.model.released`` events of ``repo`` in the Prefect API, once there is at least one."""
-    deadline = time.monotonic() + timeout
-    while True:
-        reply = httpx.post(
-            f"{api}/events/filter",
-            json={
-                "filter": {
-                    "event": {"name": ["hf.model.released"]},
-                    "resource": {"id": [f"hf.model.{repo}"]},
-                },
-                "limit": 50,
-            },
-            timeout=10,
-        )
-        reply.raise_for_status()
-        events = list(reply.json()["events"])
-        if events:
-            return events
-        assert time.monotonic() < deadline, f"no hf.model.released event for {repo}"
-        time.sleep(0.5)
 
 
 # ---------------------------------------------------------------- replies and validation
@@ -370,8 +348,8 @@ def test_202_means_the_event_is_in_the_prefect_api_once_even_if_redelivered(
         marker = post(port, push_of("acme-ai/marker-chat"), SECRET)
     assert (first.status_code, again.status_code, marker.status_code) == (202, 202, 202)
     # Events are stored in order: once the later marker is visible, both deliveries were handled.
-    wait_for_events(prefect_server.url, "acme-ai/marker-chat")
-    [event] = wait_for_events(prefect_server.url, repo)
+    released_events(prefect_server.url, "acme-ai/marker-chat")
+    [event] = released_events(prefect_server.url, repo)
     assert event["payload"]["revision"] == SHA2 and event["payload"]["source"] == "webhook"
     release = ModelRelease(repo, SHA2, "deployments/demo.yaml", "webhook", chat=True)
     assert event["id"] == str(release_event(release).id)
@@ -472,7 +450,7 @@ def test_serve_announces_to_prefect_and_stops_on_sigterm_leaving_nothing(
         assert descendants(proc.pid) == []  # no temporary Prefect server, no helper processes
         assert post(port, push_of(repo), "nope").status_code == 401
         assert post(port, push_of(repo), SECRET).status_code == 202
-        [event] = wait_for_events(prefect_server.url, repo)
+        [event] = released_events(prefect_server.url, repo)
         assert event["payload"]["revision"] == SHA2 and event["payload"]["source"] == "webhook"
         start = time.perf_counter()
         proc.send_signal(signal.SIGTERM)

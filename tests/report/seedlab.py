@@ -21,7 +21,8 @@ import pyarrow.parquet as pq
 from evallab.analysis.stats import mean_stderr
 from evallab.harnesses.base import SampleOutcome, ScoreRow
 from evallab.store.ingest import ingest_run, insert_campaign
-from evallab.store.records import CampaignRecord, RunRecord
+from evallab.store.records import CampaignRecord
+from tests.helpers import run_record
 
 T0 = datetime(2026, 11, 1, 2, 0, tzinfo=UTC)
 
@@ -141,13 +142,12 @@ async def _run(
         folder.mkdir(parents=True)
         raw_path = str(folder / "samples.parquet")
         pq.write_table(pa.table(raw), raw_path)
-    rec = RunRecord(
+    rec = run_record(
+        campaign_id,
         run_id=run_id,
-        campaign_id=campaign_id,
         run_key=hashlib.sha256(f"{model}{quant}{runtime}{benchmark}".encode()).hexdigest(),
         benchmark=benchmark,
         model_name=model,
-        model_source="tiny",
         model_id=f"evallab/{model}",
         model_revision="local:abcdef",
         model_sha256="a" * 64,
@@ -155,12 +155,9 @@ async def _run(
         runtime=runtime.split("-")[0],
         runtime_label=runtime,
         runtime_version=runtime_version,
-        harness="lm_eval",
-        harness_version="0.4.13",
         tasks=[t.task for t in tasks],
         seed=1234,
         generation_config={"temperature": temperature, "max_gen_toks": 64},
-        lab_version="0.1.0",
         lab_commit="abc123",
         env_fingerprint="f" * 64,
         python_version="3.11.2",

@@ -18,7 +18,7 @@ app = typer.Typer(
 
 @app.command("migrate")
 def db_migrate() -> None:
-    """Apply pending migrations from sql/migrations and re-create the views."""
+    """Apply pending migrations (the package's store/sql/migrations) and re-create the views."""
     from evallab.store import Store
 
     with Store.open() as store:

@@ -1,7 +1,7 @@
 """Orchestration: ``evallab prefect setup|bootstrap-blocks``, ``submit``, ``webhook serve``.
 
-Prefect code lives in the repository's ``flows/`` and ``blocks/`` packages (next to ``sql/``), not
-in the library; these commands import them from the checkout the lab is installed from, so
+Prefect code lives in the repository's ``flows/`` and ``blocks/`` packages (next to
+``prefect.yaml``), not in the library; these commands import them from the lab's checkout, so
 ``evallab run`` and the rest of the CLI work on a machine without Prefect.
 """
 
@@ -23,7 +23,7 @@ from rich.table import Table
 
 from evallab.cli.console import console
 from evallab.errors import LabError, OrchestrationError
-from evallab.paths import REPO_ROOT
+from evallab.paths import source_checkout
 
 __all__ = ["app", "prefect_app", "webhook_app"]
 
@@ -33,6 +33,27 @@ webhook_app = typer.Typer(help="Receive Hugging Face webhooks and announce new m
 
 #: The checkout's top-level packages that hold the Prefect code.
 _CHECKOUT_PACKAGES = ("flows", "blocks")
+
+
+def _checkout() -> Path:
+    """The checkout holding the lab's ``flows/``, ``blocks/`` and ``prefect.yaml``.
+
+    The one an editable install runs from; else (a wheel install) the working directory or its
+    nearest parent holding them.
+
+    Raises:
+        OrchestrationError: no such checkout.
+    """
+    own = source_checkout()
+    here = Path.cwd()
+    for folder in (*([own] if own else []), here, *here.parents):
+        if (folder / "flows" / "__init__.py").is_file() and (folder / "prefect.yaml").is_file():
+            return folder
+    raise OrchestrationError(
+        "the lab's flows/ folder is missing (orchestration needs a source checkout)",
+        value=here,
+        fix="run from the lab's checkout (it holds flows/, blocks/ and prefect.yaml)",
+    )
 
 
 def _orchestration(module: str) -> ModuleType:
@@ -61,11 +82,12 @@ def _orchestration(module: str) -> ModuleType:
 
 def _load_from_checkout(package: str) -> None:
     """Import the checkout's ``package`` (``flows`` or ``blocks``) under its own name."""
-    spec = importlib.machinery.PathFinder.find_spec(package, [str(REPO_ROOT)])
+    root = _checkout()
+    spec = importlib.machinery.PathFinder.find_spec(package, [str(root)])
     if spec is None or spec.loader is None or not spec.submodule_search_locations:
         raise OrchestrationError(
             f"the lab's {package}/ folder is missing (orchestration needs a source checkout)",
-            value=REPO_ROOT,
+            value=root,
             fix="install evallab editable from its repository (pip install -e .)",
         )
     module = importlib.util.module_from_spec(spec)
@@ -80,10 +102,11 @@ def _load_from_checkout(package: str) -> None:
 
 
 def _deploy(names: list[str]) -> None:
-    env = {**os.environ, "EVALLAB_REPO": str(REPO_ROOT)}
+    checkout = _checkout()
+    env = {**os.environ, "EVALLAB_REPO": str(checkout)}
     args = ["--all"] if not names else [a for n in names for a in ("--name", n)]
     cmd = [sys.executable, "-m", "prefect", "--no-prompt", "deploy", *args]
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=checkout, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise OrchestrationError(
             f"`prefect deploy` failed: {(proc.stderr or proc.stdout).strip()[-1500:]}",
@@ -131,7 +154,7 @@ def setup(
             table.add_row(change.block, change.action, change.detail)
     if deploy:
         _deploy([])
-        table.add_row("deployments", "deployed", str(REPO_ROOT / "prefect.yaml"))
+        table.add_row("deployments", "deployed", str(_checkout() / "prefect.yaml"))
     console.print(table)
     console.print(
         f"Start one worker per GPU: CUDA_VISIBLE_DEVICES=0 prefect worker start --pool {pool} "
@@ -191,8 +214,12 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8787,
     watchlist: Annotated[
-        Path, typer.Option(help="Watch list: which repos start which campaign.")
-    ] = REPO_ROOT / "flows" / "watched_models.yaml",
+        Path | None,
+        typer.Option(
+            help="Watch list: which repos start which campaign "
+            "[default: flows/watched_models.yaml in the lab's checkout]."
+        ),
+    ] = None,
     path: Annotated[str, typer.Option(help="URL path Hugging Face posts to.")] = "",
 ) -> None:
     """Receive Hugging Face webhooks and post hf.model.released to Prefect for new commits.
@@ -208,7 +235,7 @@ def serve(
 
     secret = os.environ.get("EVALLAB_WEBHOOK_SECRET", "")
     require_secret(secret)
-    watched = load_watchlist(watchlist)
+    watched = load_watchlist(watchlist or _checkout() / "flows" / "watched_models.yaml")
     watch_flow = _orchestration("flows.watch_models")
     api_url = watch_flow.prefect_api_url()  # refuses to go on without one
     emit = watch_flow.release_poster(api_url)

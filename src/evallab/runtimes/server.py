@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from evallab.errors import ModelError, PinError, PortInUseError, RuntimeLaunchError
-from evallab.paths import REPO_ROOT
 from evallab.runtimes.base import LmEvalModel, RuntimeInfo
 from evallab.runtimes.process import ManagedProcess, check_port_free, free_port, launch
 
@@ -96,7 +95,8 @@ def task_output_types(
         include_paths: Extra folders of task YAMLs (custom tasks).
     """
     include = [str(p) for p in include_paths if Path(p).is_dir()]
-    default_custom = REPO_ROOT / "tasks_custom"
+    # The user's custom tasks live in their checkout, the working directory, not the package.
+    default_custom = Path.cwd() / "tasks_custom"
     if default_custom.is_dir() and str(default_custom) not in include:
         include.append(str(default_custom))
     index = _task_index(tuple(include))

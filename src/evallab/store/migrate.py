@@ -2,7 +2,9 @@
 
 ``sql/migrations/NNNN_name.sql`` files are applied in order, each in its own transaction, and
 recorded with their sha256 in ``schema_migrations``. Editing an applied file is refused. The
-views in ``sql/views/*.sql`` (Grafana's contract) are re-created after every migrate.
+views in ``sql/views/*.sql`` (Grafana's contract) are re-created after every migrate. Both
+folders ship inside the package (``evallab/store/sql/``), so a wheel install migrates without a
+source checkout.
 """
 
 from __future__ import annotations
@@ -10,15 +12,16 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import asyncpg
 
 from evallab.errors import MigrationError
-from evallab.paths import SQL_DIR
 from evallab.store.connection import StoreConnection
 
 __all__ = [
+    "SQL_DIR",
     "Migration",
     "MigrationStatus",
     "SchemaQueries",
@@ -26,6 +29,10 @@ __all__ = [
     "migrate",
     "migration_status",
 ]
+
+#: The package's SQL: ``migrations/`` and ``views/``. Package data next to this module (declared
+#: in pyproject.toml), never the checkout, so every install finds the same files.
+SQL_DIR = Path(str(resources.files("evallab.store").joinpath("sql")))
 
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _LOCK_ID = 712_004_113  # advisory lock: two labs migrating the same database take turns

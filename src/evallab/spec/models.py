@@ -1,0 +1,79 @@
+"""Model entries of a campaign file: the tiny built-in model, a local folder, a hub repository."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+
+from evallab.spec.base import FULL_SHA, StrictModel, check_name
+
+__all__ = ["HubModelSpec", "LocalModelSpec", "ModelSpec", "TinyModelSpec"]
+
+
+class _ModelBase(StrictModel):
+    name: str
+    """Label used in results and reports, unique within the campaign (e.g. ``llama3-8b-awq``)."""
+    quant: str = "none"
+    """Quantisation label recorded with every run (``none``, ``awq``, ``gptq``, ``Q4_K_M``)."""
+    chat: bool = False
+    """True for instruct/chat models: servers are queried through chat completions with the
+    model's chat template; False for base models (plain completions)."""
+    gguf_file: str | None = None
+    """For llama.cpp: the GGUF file inside the model folder/repo to serve."""
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str) -> str:
+        return check_name(v, "model name")
+
+
+class TinyModelSpec(_ModelBase):
+    """A tiny random-weight Llama built locally (no network); deterministic by seed."""
+
+    source: Literal["tiny"]
+    seed: int = 0
+    """Seed for the weights and the tokenizer's training corpus."""
+    layers: int = Field(default=2, ge=1, le=8)
+    """Number of decoder layers."""
+    hidden: int = Field(default=256, ge=32, le=1024)
+    """Hidden size."""
+    finetune_task: str | None = None
+    """Optional: briefly train the tiny model on this custom task's data (the fine-tune story)."""
+    finetune_steps: int = Field(default=60, ge=1, le=2000)
+    """Optimiser steps for ``finetune_task``."""
+
+
+class LocalModelSpec(_ModelBase):
+    """A model folder (or a GGUF file's folder) already on disk, pinned by content sha256."""
+
+    source: Literal["local"]
+    path: Path
+    """Folder holding config.json + weights (relative paths resolve against the campaign file)."""
+
+
+class HubModelSpec(_ModelBase):
+    """A model on the Hugging Face hub, fetched at an exact revision."""
+
+    source: Literal["hf"]
+    repo: str
+    """Repository id, ``org/name``."""
+    revision: str
+    """Full 40-character commit sha. A branch or tag is resolved and refused unless the campaign
+    sets ``allow_unpinned: true``."""
+
+    @field_validator("repo")
+    @classmethod
+    def _repo_ok(cls, v: str) -> str:
+        if v.count("/") != 1 or not all(v.split("/")):
+            raise ValueError(f"repo {v!r} must look like 'org/name'")
+        return v
+
+    @property
+    def is_pinned(self) -> bool:
+        """Whether ``revision`` is a full commit sha."""
+        return bool(FULL_SHA.match(self.revision))
+
+
+ModelSpec = Annotated[TinyModelSpec | LocalModelSpec | HubModelSpec, Field(discriminator="source")]
