@@ -48,7 +48,7 @@ from evallab.errors import LabError
 from evallab.spec import CampaignSpec, load_campaign
 from evallab.store import Store
 from evallab.watch import release_campaign
-from flows.submit import campaign_choices
+from flows.submit import REPO_ROOT, campaign_choices
 
 __all__ = [
     "CampaignFailed",
@@ -64,7 +64,6 @@ T = TypeVar("T")
 
 #: The checkout these flows live in: its deployments/ are the campaign choices. The flows ship
 #: with the checkout, never with the evallab package.
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # lm-eval's tqdm bars would flood the worker's log (one line per refresh); the flow logs one line
 # per step instead. Set before lm-eval is imported by a step.

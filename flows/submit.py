@@ -10,12 +10,19 @@ import re
 from pathlib import Path
 from typing import Any
 
-from evallab.paths import REPO_ROOT
 from evallab.spec import load_campaign
 
-__all__ = ["DEPLOYMENT", "campaign_choices", "campaign_parameters", "submit_campaign"]
+__all__ = [
+    "DEPLOYMENT",
+    "REPO_ROOT",
+    "campaign_choices",
+    "campaign_parameters",
+    "submit_campaign",
+]
 
 DEPLOYMENT = "campaign/campaign"
+#: The checkout these flows run from (workers move into it: prefect.yaml's pull step).
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def campaign_choices() -> dict[str, str]:
