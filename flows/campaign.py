@@ -62,9 +62,6 @@ __all__ = [
 
 T = TypeVar("T")
 
-#: The checkout these flows live in: its deployments/ are the campaign choices. The flows ship
-#: with the checkout, never with the evallab package.
-
 # lm-eval's tqdm bars would flood the worker's log (one line per refresh); the flow logs one line
 # per step instead. Set before lm-eval is imported by a step.
 os.environ.setdefault("TQDM_DISABLE", "1")
