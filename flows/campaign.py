@@ -12,35 +12,24 @@ Pin checks, downloads, and waiting for their retries hold no GPU.
 from __future__ import annotations
 
 import os
-import re
 import socket
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
-from prefect import Flow, flow, get_run_logger, task
+from prefect import Flow, flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
-from prefect.client.schemas.objects import FlowRun, State, TaskRun
-from prefect.concurrency.sync import concurrency
+from prefect.client.schemas.objects import FlowRun, State
 from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
-from prefect.utilities.annotations import quote
 
-from blocks.bootstrap import ensure_gpu_limit
 from blocks.lab import apply_worker_settings, results_database
 from evallab.campaign import (
     DEFAULT_POLICY,
     CampaignEngine,
-    CampaignResult,
     DriverInfo,
-    FailurePolicy,
-    RunOutcome,
     Step,
-    retry_message,
     run_campaign,
 )
 from evallab.campaign.publish import publish_report, report_dir
@@ -48,16 +37,16 @@ from evallab.errors import LabError
 from evallab.spec import CampaignSpec, load_campaign
 from evallab.store import Store
 from evallab.watch import release_campaign
+from flows.artifacts import FlowLogReporter, slug, summary_markdown
+from flows.executor import PrefectExecutor, gpu_limit_name
 from flows.submit import REPO_ROOT, campaign_choices
 
 __all__ = [
     "CampaignFailed",
     "CampaignFile",
     "CampaignSummary",
-    "PrefectExecutor",
     "campaign",
     "campaign_id_for",
-    "gpu_limit_name",
 ]
 
 T = TypeVar("T")
@@ -68,22 +57,6 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
 _CAMPAIGN_NS = uuid.UUID("6d1f0c52-8a53-4c1e-9a41-0c7a3e2b5d10")
-#: Seconds a GPU slot's lease lives without renewal (a killed flow frees its GPU after this).
-GPU_LEASE_S = float(os.environ.get("EVALLAB_GPU_LEASE_S", "60"))
-
-#: Per-step task timeouts (seconds): generous, they only catch a hung step.
-_TIMEOUTS = {
-    Step.VERIFY_PINS: 900,
-    Step.FETCH_MODEL: 6 * 3600,
-    Step.PLAN: 900,
-    Step.START_RUNTIME: 3600,
-    Step.CANARY: 1800,
-    Step.EVALUATE: 24 * 3600,
-    Step.INGEST: 1800,
-    Step.STOP_RUNTIME: 300,
-}
-
-
 #: The campaigns in ``deployments/``: the UI's form offers them as a list.
 CampaignFile = Enum("CampaignFile", campaign_choices(), type=str)  # type: ignore[misc]
 
@@ -94,181 +67,6 @@ _DEFAULT_CAMPAIGN = next(iter(CampaignFile))
 def campaign_id_for(flow_run_id: str | uuid.UUID) -> uuid.UUID:
     """The campaign id of a flow run (retries of the flow run keep their campaign and runs)."""
     return uuid.uuid5(_CAMPAIGN_NS, str(flow_run_id))
-
-
-def gpu_limit_name(host: str | None = None, devices: str | None = None) -> str:
-    """The global concurrency limit guarding one GPU (or one worker's set of GPUs) of a host."""
-    devices = os.environ.get("CUDA_VISIBLE_DEVICES", "0") if devices is None else devices
-    raw = f"gpu-{host or socket.gethostname()}-{devices or 'none'}".lower()
-    return re.sub(r"[^a-z0-9-]+", "-", raw).strip("-")
-
-
-def _q(value: T) -> T:
-    """Pass ``value`` to a task as is (Prefect doesn't walk it looking for futures)."""
-    return cast(T, quote(value))
-
-
-def _slug(*parts: str) -> str:
-    return re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")[:200]
-
-
-# -------------------------------------------------------------------------------- executor
-
-
-class PrefectExecutor:
-    """Runs each engine step as a Prefect task; holds the GPU through a concurrency limit.
-
-    Args:
-        policy: The failure policy (retries and delays are declared on each task from it).
-        gpu_limit: Name of the global concurrency limit of this worker's GPU.
-    """
-
-    def __init__(self, policy: FailurePolicy, gpu_limit: str) -> None:
-        self.policy = policy
-        self.gpu_limit = gpu_limit
-
-    def _retry_condition(self, step: Step, label: str) -> Callable[[Any, TaskRun, State], bool]:
-        def condition(_task: Any, task_run: TaskRun, state: State) -> bool:
-            exc = state.result(raise_on_failure=False)
-            if not isinstance(exc, BaseException):
-                return False
-            attempt = task_run.run_count
-            retry = self.policy.should_retry(step, exc, attempt)
-            if retry:
-                decision = self.policy.decide(step, exc)
-                delay = decision.delays_s[attempt - 1]
-                get_run_logger().warning(
-                    "%s", retry_message(step, label, exc, attempt, decision.retries, delay)
-                )
-            return retry
-
-        return condition
-
-    def run(
-        self, step: Step, label: str, fn: Callable[..., T], *args: Any, retry: bool = True
-    ) -> T:
-        delays = self.policy.retry_delays(step) if retry else ()
-        step_task = task(  # type: ignore[call-overload]
-            fn,
-            name=str(step),
-            task_run_name=lambda: f"{step} · {label}",
-            retries=len(delays),
-            retry_delay_seconds=list(delays) if delays else 0,
-            retry_condition_fn=self._retry_condition(step, label),
-            timeout_seconds=_TIMEOUTS.get(step),
-            cache_policy=NO_CACHE,
-            persist_result=False,
-        )
-        return cast(T, step_task(*[_q(a) for a in args]))
-
-    @contextmanager
-    def gpu(self, label: str) -> Iterator[None]:
-        logger = get_run_logger()
-        ensure_gpu_limit(self.gpu_limit)
-        logger.info("%s: waiting for the GPU (concurrency limit %s)", label, self.gpu_limit)
-        _name_state(f"Waiting for GPU ({self.gpu_limit})")
-        with concurrency(self.gpu_limit, occupy=1, lease_duration=GPU_LEASE_S, strict=True):
-            _name_state("Running")
-            logger.info("%s: holds the GPU", label)
-            yield
-        logger.info("%s: released the GPU", label)
-
-
-def _name_state(name: str) -> None:
-    """Show ``name`` as this flow run's state in the UI (still a RUNNING state)."""
-    from prefect.client.orchestration import get_client
-    from prefect.states import Running
-
-    ctx = FlowRunContext.get()
-    if ctx is None or ctx.flow_run is None:
-        return
-    with get_client(sync_client=True) as client:
-        client.set_flow_run_state(ctx.flow_run.id, Running(name=name), force=True)
-
-
-class _LogReporter:
-    def run_started(self, label: str, index: int, total: int) -> None:
-        get_run_logger().info("run %d/%d: %s", index, total, label)
-
-    def run_finished(self, outcome: RunOutcome) -> None:
-        _run_artifact(outcome)
-
-    def message(self, text: str) -> None:
-        get_run_logger().info("%s", text)
-
-
-# --------------------------------------------------------------------------------- artifacts
-
-
-def _campaign_slug() -> str:
-    ctx = FlowRunContext.get()
-    name = ctx.flow_run.name if ctx and ctx.flow_run else "campaign"
-    return _slug(name)
-
-
-def _run_artifact(outcome: RunOutcome) -> None:
-    create_markdown_artifact(
-        markdown=outcome_markdown(outcome),
-        key=_slug("run", _campaign_slug(), outcome.model, outcome.runtime, outcome.benchmark),
-        description=f"{outcome.model} · {outcome.runtime} · {outcome.benchmark}: {outcome.status}",
-    )
-
-
-def outcome_markdown(outcome: RunOutcome) -> str:
-    """A run's artifact: scores, raw files with their sha256, and the host they are on."""
-    from evallab.models import sha256_file
-
-    lines = [
-        f"### {outcome.model} · {outcome.runtime} · {outcome.benchmark} — {outcome.status}",
-        "",
-        f"run `{outcome.run_id}` · run key `{outcome.run_key[:16]}` · "
-        f"host `{socket.gethostname()}`",
-        "",
-    ]
-    if outcome.skipped:
-        lines += ["Skipped: already succeeded with the same pins.", ""]
-    if outcome.reason and not outcome.skipped:
-        lines += [f"**Reason:** {outcome.reason}", ""]
-    if outcome.scores:
-        lines += ["| task | metric | filter | value ± stderr | n |", "|---|---|---|---:|---:|"]
-        for s in outcome.scores:
-            err = f" ± {s.stderr:.4f}" if s.stderr is not None else ""
-            value = f"{s.value:.4f}{err}" if s.value is not None else "—"
-            lines.append(f"| {s.task} | {s.metric} | {s.filter} | {value} | {s.n} |")
-        lines.append("")
-    if outcome.raw_dir is not None and outcome.raw_dir.is_dir():
-        lines += [f"Raw outputs on `{socket.gethostname()}`: `{outcome.raw_dir}`", ""]
-        lines += ["| file | sha256 |", "|---|---|"]
-        for path in sorted(p for p in outcome.raw_dir.iterdir() if p.is_file()):
-            lines.append(f"| `{path}` | `{sha256_file(path)}` |")
-    return "\n".join(lines)
-
-
-def summary_markdown(result: CampaignResult, flow_run_name: str) -> str:
-    """The campaign's artifact: every run with its status and scores."""
-    worker = (
-        f"{socket.gethostname()}, CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')}"
-    )
-    lines = [
-        f"## Campaign {result.name} — {result.status}",
-        "",
-        f"Campaign id `{result.campaign_id}` · flow run `{flow_run_name}` · worker: {worker}",
-        "",
-        "| model | runtime | benchmark | status | scores | note |",
-        "|---|---|---|---|---|---|",
-    ]
-    for o in result.runs:
-        scores = ", ".join(
-            f"{s.task}/{s.metric}={s.value:.4f}" for s in o.scores if s.value is not None
-        )
-        note = "skipped: already succeeded with the same pins" if o.skipped else o.reason[:200]
-        note = note.replace("|", "/").replace("\n", " ")
-        lines.append(
-            f"| {o.model} | {o.runtime} | {o.benchmark} | {o.status} | {scores} | {note} |"
-        )
-    if result.notes:
-        lines += ["", "Checks:", *[f"- {n}" for n in result.notes]]
-    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------ hooks
@@ -403,18 +201,18 @@ def campaign(
     # One connection for the whole flow run (reopened by the store if the server went away).
     with results_database() as dsn, Store(dsn) as store:
         engine = CampaignEngine(
-            spec, base_dir, path.resolve(), store, driver, reporter=_LogReporter(), resume=resume
+            spec, base_dir, path.resolve(), store, driver, reporter=FlowLogReporter(), resume=resume
         )
         result = run_campaign(engine, executor)
         site = executor.run(Step.PUBLISH, spec.name, publish_report, store, report_dir())
     create_markdown_artifact(
         markdown=summary_markdown(result, run_name),
-        key=_slug("campaign", spec.name),
+        key=slug("campaign", spec.name),
         description=f"Campaign {spec.name}: {result.status}",
     )
     if site is not None:
         create_link_artifact(
-            key=_slug("leaderboard", spec.name),
+            key=slug("leaderboard", spec.name),
             link=site.as_uri(),
             link_text=f"Leaderboard after {run_name}",
             description=f"Static leaderboard rebuilt by {run_name} on {socket.gethostname()}",

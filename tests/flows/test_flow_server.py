@@ -48,7 +48,7 @@ def lab_env(server: PrefectServer, pg_dsn: str, lab_home: Path) -> dict[str, str
 
 def gpu_limit(devices: str) -> str:
     """The name of the global concurrency limit of GPU ``devices`` on this host."""
-    from flows.campaign import gpu_limit_name
+    from flows.executor import gpu_limit_name
 
     return gpu_limit_name(devices=devices)
 

@@ -140,7 +140,7 @@ def setup(
     table.add_column("object")
     table.add_column("action")
     table.add_column("detail")
-    gpu_limit_name = _orchestration("flows.campaign").gpu_limit_name
+    gpu_limit_name = _orchestration("flows.executor").gpu_limit_name
     action = bootstrap.ensure_work_pool(pool, None)
     table.add_row(f"work pool {pool}", action, "process, no limit (the GPU limits below guard)")
     for index in range(gpus):
