@@ -6,17 +6,13 @@
 * :mod:`~evallab.campaign.loop` — the order of the steps and where failures are decided.
 * :mod:`~evallab.campaign.policy` — the failure policy, as data.
 * :mod:`~evallab.campaign.raw` — a run's folder: raw outputs, manifest, reading it back.
+* :mod:`~evallab.campaign.runs` — driver info, progress reporting, a group's plan, outcomes.
+* :mod:`~evallab.campaign.publish` — the leaderboard rebuilt after a campaign.
 
 Drivers: ``evallab run`` (:class:`LocalExecutor`) and ``flows/campaign.py`` (Prefect tasks).
 """
 
-from evallab.campaign.engine import (
-    CampaignEngine,
-    DriverInfo,
-    GroupPlan,
-    Reporter,
-    SilentReporter,
-)
+from evallab.campaign.engine import CampaignEngine
 from evallab.campaign.loop import (
     LocalExecutor,
     StepExecutor,
@@ -36,6 +32,7 @@ from evallab.campaign.plan import (
 )
 from evallab.campaign.policy import DEFAULT_POLICY, Action, FailurePolicy, Step
 from evallab.campaign.raw import DiskFullError, read_run_dir
+from evallab.campaign.runs import DriverInfo, GroupPlan, Reporter, SilentReporter
 
 __all__ = [
     "DEFAULT_POLICY",

@@ -7,16 +7,12 @@ retries). Nothing here knows which driver runs it.
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
 
 from evallab import __version__
 from evallab.campaign.plan import (
@@ -29,11 +25,19 @@ from evallab.campaign.plan import (
 )
 from evallab.campaign.raw import (
     MANIFEST,
-    StoredRun,
     full_disk_stops_campaign,
     read_run_dir,
     write_manifest,
     write_raw,
+)
+from evallab.campaign.runs import (
+    DriverInfo,
+    GroupPlan,
+    Reporter,
+    SilentReporter,
+    skipped_outcome,
+    stored_outcome,
+    unstored_folders,
 )
 from evallab.checks import CampaignGuard
 from evallab.errors import HarnessError, RuntimeLaunchError
@@ -48,55 +52,11 @@ from evallab.spec import CampaignSpec, ModelSpec, spec_sha256
 from evallab.store import Store
 from evallab.store.records import CampaignRecord, RunRecord
 
-__all__ = ["CampaignEngine", "DriverInfo", "GroupPlan", "Reporter", "SilentReporter"]
+__all__ = ["CampaignEngine"]
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-class Reporter(Protocol):
-    """Progress callbacks: the CLI draws a progress bar, the flow logs."""
-
-    def run_started(self, label: str, index: int, total: int) -> None: ...
-
-    def run_finished(self, outcome: RunOutcome) -> None: ...
-
-    def message(self, text: str) -> None: ...
-
-
-class SilentReporter:
-    """A reporter that reports nothing."""
-
-    def run_started(self, label: str, index: int, total: int) -> None:
-        return None
-
-    def run_finished(self, outcome: RunOutcome) -> None:
-        return None
-
-    def message(self, text: str) -> None:
-        return None
-
-
-@dataclass(frozen=True)
-class DriverInfo:
-    """Who runs the campaign (recorded on its row, so a dead driver can be recognised)."""
-
-    name: str
-    campaign_id: uuid.UUID | None = None
-    flow_run_id: str = ""
-    host: str = field(default_factory=socket.gethostname)
-    pid: int = field(default_factory=os.getpid)
-
-
-@dataclass
-class GroupPlan:
-    """A group's runs: those a resume skips, those stored from disk, those to evaluate."""
-
-    group: Group
-    skipped: list[RunOutcome]
-    recovered: list[Path]
-    todo: list[PlannedRun]
 
 
 class CampaignEngine:
@@ -192,14 +152,14 @@ class CampaignEngine:
         stored = self.store.stored_results(keys, rec.campaign_id, self.resume)
         # Evaluations that finished but were never stored (the database was down, the driver
         # was killed between the two steps) are stored from disk instead of evaluated again.
-        unstored = _unstored_folders(keys, stored.run_ids) if self.resume else {}
+        unstored = unstored_folders(keys, stored.run_ids) if self.resume else {}
         plans = []
         for group, runs in groups:
             plan = GroupPlan(group, [], [], [])
             for run in runs:
                 own = runs_dir() / str(run.run_id)
                 if run.key in stored.keys:
-                    plan.skipped.append(_skipped(run))
+                    plan.skipped.append(skipped_outcome(run))
                 elif run.run_id not in stored.run_ids and (own / MANIFEST).is_file():
                     plan.recovered.append(own)
                 elif run.key in unstored:
@@ -303,7 +263,7 @@ class CampaignEngine:
         self.store.store_run(stored)
         if self.guard is not None:
             self.notes.extend(self.guard.after_ingest(stored.record.run_id, stored.record.status))
-        return _outcome(stored)
+        return stored_outcome(stored)
 
     def close_campaign(self, status: str, reason: str = "") -> CampaignRecord:
         """Mark the campaign row finished with ``status``; release NVML."""
@@ -418,52 +378,3 @@ def _run_harness(
                 value=session.info.log_path or session.info.label,
                 fix="read the runtime log named here; lower max_model_len/concurrency",
             ) from second
-
-
-def _skipped(run: PlannedRun) -> RunOutcome:
-    return RunOutcome(
-        uuid.UUID(int=0),
-        run.group.model.name,
-        run.group.runtime.display,
-        run.bench.name,
-        "succeeded",
-        "already succeeded with the same pins",
-        skipped=True,
-        run_key=run.key,
-    )
-
-
-def _outcome(stored: StoredRun) -> RunOutcome:
-    r = stored.record
-    return RunOutcome(
-        r.run_id,
-        r.model_name,
-        r.runtime_label,
-        r.benchmark,
-        r.status,
-        r.status_reason,
-        scores=stored.scores,
-        raw_dir=stored.folder,
-        duration_s=r.duration_s or 0.0,
-        run_key=r.run_key,
-    )
-
-
-def _unstored_folders(keys: list[str], stored_ids: set[uuid.UUID]) -> dict[str, Path]:
-    """Finished run folders (succeeded or invalid) for ``keys`` that the database lacks."""
-    import json
-
-    wanted, found = set(keys), {}
-    root = runs_dir()
-    if not root.is_dir():
-        return {}
-    for manifest in root.glob(f"*/{MANIFEST}"):
-        try:
-            run = json.loads(manifest.read_text())["run"]
-        except (OSError, ValueError, KeyError):
-            continue
-        key, status = run.get("run_key"), run.get("status")
-        done = key in wanted and status in ("succeeded", "invalid")
-        if done and uuid.UUID(run["run_id"]) not in stored_ids:
-            found[key] = manifest.parent
-    return found

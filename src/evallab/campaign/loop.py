@@ -20,9 +20,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from evallab.campaign.engine import CampaignEngine, GroupPlan
+from evallab.campaign.engine import CampaignEngine
 from evallab.campaign.plan import CampaignResult, PlannedRun
 from evallab.campaign.policy import DEFAULT_POLICY, Action, FailurePolicy, Step
+from evallab.campaign.runs import GroupPlan
 from evallab.errors import CampaignInterrupted, LabError
 from evallab.runtimes.base import RuntimeSession
 
