@@ -24,6 +24,7 @@ from evallab.compare import (
     compare_runs,
     diff_runs,
 )
+from evallab.store import Store
 from evallab.store.db import connect, database, run_sync
 
 __all__ = ["app", "report_app"]
@@ -270,8 +271,8 @@ def report_build_cmd(
     from evallab.report import build_site
 
     dest = out or (lab_home() / "site")
-    with database() as dsn:
-        summary = run_sync(_with_conn(dsn, build_site, dest))
+    with Store.open() as store:
+        summary = build_site(store, dest)
     console.print(
         f"wrote {summary.pages} pages ({summary.runs} runs, {summary.comparisons} comparisons) "
         f"to {summary.out_dir}\nopen file://{summary.out_dir / 'index.html'}"

@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 
 from evallab.campaign import CampaignEngine
-from evallab.checks import CampaignGuard
 from evallab.errors import (
     CanaryDriftError,
     EnvironmentChangedError,
@@ -32,6 +31,7 @@ from evallab.errors import (
 from evallab.runtimes import get_runtime
 from evallab.store import campaigns as campaign_store
 from evallab.store.embedded import EmbeddedPostgres
+from evallab.telemetry.guard import CampaignGuard
 from tests.flows.conftest import REPO, campaign_yaml
 from tests.helpers import fetch, run_campaign_here
 

@@ -35,7 +35,6 @@ from evallab.campaign.raw import (
     write_manifest,
     write_raw,
 )
-from evallab.checks import CampaignGuard
 from evallab.errors import HarnessError, RuntimeLaunchError
 from evallab.harnesses import get_harness
 from evallab.harnesses.base import Harness, HarnessRequest, HarnessResult
@@ -45,8 +44,10 @@ from evallab.pins import PinReport, verify_pins
 from evallab.runtimes import get_runtime
 from evallab.runtimes.base import RuntimeSession
 from evallab.spec import CampaignSpec, ModelSpec, spec_sha256
+from evallab.store import Store
 from evallab.store import campaigns as campaign_store
 from evallab.store.records import CampaignRecord, RunRecord
+from evallab.telemetry.guard import CampaignGuard
 
 __all__ = ["CampaignEngine", "DriverInfo", "GroupPlan", "Reporter", "SilentReporter"]
 
@@ -177,7 +178,7 @@ class CampaignEngine:
             self.notes.append(note)
         if self.guard is None:
             self.guard = CampaignGuard(
-                p.spec, self.dsn, self.record.campaign_id, gpu_name=p.environment.gpu_name
+                p.spec, Store(self.dsn), self.record.campaign_id, gpu_name=p.environment.gpu_name
             )
         return self._plan_groups()
 

@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 
 from evallab.paths import lab_home
-from evallab.store.db import connect, run_sync
+from evallab.store import Store
 
 __all__ = ["publish_report", "report_dir"]
 
@@ -36,12 +36,6 @@ def publish_report(dsn: str, out_dir: Path) -> Path:
     """Rebuild the static leaderboard into ``out_dir``; return its ``index.html``."""
     from evallab.report import build_site
 
-    async def go() -> Path:
-        conn = await connect(dsn)
-        try:
-            summary = await build_site(conn, out_dir)
-        finally:
-            await conn.close()
-        return summary.out_dir / "index.html"
-
-    return run_sync(go())
+    with Store(dsn) as store:
+        summary = build_site(store, out_dir)
+    return summary.out_dir / "index.html"

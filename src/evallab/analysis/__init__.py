@@ -1,0 +1,1 @@
+"""Analysis of stored results: comparisons, statistics, repro window and regressions."""
