@@ -24,6 +24,7 @@ from prefect.events import Event, Resource
 from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_KEY, PREFECT_API_URL
 
 from blocks.lab import apply_worker_settings, results_database
+from evallab.store import Store
 from evallab.watch import (
     RELEASE_EVENT,
     ModelRelease,
@@ -116,7 +117,8 @@ def release_poster(
 @task(name="poll-hub", timeout_seconds=120)
 def poll_task(dsn: str, watchlist: str, endpoint: str | None) -> list[ModelRelease]:
     """Ask the hub for head commits and return the ones not announced yet."""
-    return poll_releases(dsn, load_watchlist(Path(watchlist)), endpoint=endpoint)
+    with Store(dsn) as store:
+        return poll_releases(store, load_watchlist(Path(watchlist)), endpoint=endpoint)
 
 
 @task(name="announce", retries=2, retry_delay_seconds=10)
@@ -136,6 +138,13 @@ def announce_task(dsn: str, releases: list[ModelRelease]) -> None:
             value="PREFECT_API_URL (environment and active Prefect profile)",
             fix="run the watch-models deployment on a worker of the lab's Prefect server",
         ) from exc
+    with Store(dsn) as store:
+        _announce(post, store, releases)
+
+
+def _announce(
+    post: Callable[[ModelRelease], None], store: Store, releases: list[ModelRelease]
+) -> None:
     for index, release in enumerate(releases):
         try:
             post(release)
@@ -149,7 +158,7 @@ def announce_task(dsn: str, releases: list[ModelRelease]) -> None:
                 value=exc.value,
                 fix=exc.fix,
             ) from exc
-        mark_announced(dsn, [release])
+        mark_announced(store, [release])
 
 
 @flow(name="watch-models", log_prints=True)

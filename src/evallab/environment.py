@@ -15,15 +15,14 @@ import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from evallab import __version__
 from evallab.paths import source_checkout
+from evallab.telemetry.gpu import GpuIdentity, GpuIdentitySource
+from evallab.telemetry.nvml import open_nvml
 
 __all__ = [
     "EnvironmentInfo",
-    "GpuIdentity",
-    "GpuIdentitySource",
     "collect_environment",
     "env_fingerprint",
     "installed_packages",
@@ -31,23 +30,6 @@ __all__ = [
 ]
 
 _NORMALISE = re.compile(r"[-_.]+")
-
-
-@dataclass(frozen=True)
-class GpuIdentity:
-    """Which GPU and driver stack a run uses (empty strings on machines without one)."""
-
-    name: str = ""
-    driver: str = ""
-    cuda_version: str = ""
-
-
-class GpuIdentitySource(Protocol):
-    """Anything that can say which GPU is in use (the NVML backends in :mod:`evallab.telemetry`)."""
-
-    def gpu_identity(self, index: int = 0) -> GpuIdentity:
-        """Name, driver and CUDA driver version of GPU ``index``."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -132,8 +114,6 @@ def _torch_version() -> str:
 
 
 def _default_gpu_identity() -> GpuIdentity:
-    from evallab.telemetry import open_nvml
-
     backend = open_nvml()
     if backend is None:
         return GpuIdentity()

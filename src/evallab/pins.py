@@ -23,11 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from evallab.environment import EnvironmentInfo, GpuIdentity, GpuIdentitySource, collect_environment
+from evallab.environment import EnvironmentInfo, collect_environment
 from evallab.errors import EnvironmentChangedError, HubUnreachableError, LabError, PinError
 from evallab.hub import HubClient, RepoType, cached_ref, hub_offline
 from evallab.models import sha256_file
 from evallab.spec import BenchmarkSpec, CampaignSpec, HubModelSpec, LocalModelSpec, RuntimeSpec
+from evallab.telemetry.gpu import GpuIdentity, GpuIdentitySource
+from evallab.telemetry.nvml import open_nvml
 
 if TYPE_CHECKING:
     from evallab.runtimes.base import RuntimeSession
@@ -533,8 +535,6 @@ def snapshot_versions(
 
 
 def _real_gpu_identity(index: int) -> GpuIdentity:
-    from evallab.telemetry import open_nvml
-
     backend = open_nvml()
     if backend is None:
         return GpuIdentity()

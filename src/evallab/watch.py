@@ -32,14 +32,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import asyncpg
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from evallab.errors import SpecError
 from evallab.hub import HubClient
 from evallab.spec import CampaignSpec, HubModelSpec
-from evallab.store.db import connect, run_sync
+from evallab.store import Store
 
 __all__ = [
     "RELEASE_EVENT",
@@ -250,94 +249,51 @@ def hub_heads(
 # -------------------------------------------------------------------------------- database
 
 
-async def detect_releases(
-    conn: asyncpg.Connection, watchlist: Watchlist, heads: dict[str, list[HubHead]]
+def detect_releases(
+    store: Store, watchlist: Watchlist, heads: dict[str, list[HubHead]]
 ) -> list[ModelRelease]:
     """Compare hub heads with what the database has seen; return unannounced releases.
 
     The first poll of a watch entry stores its heads as a baseline and returns nothing for it.
     Releases are *not* recorded here: call :func:`record_releases` once they were announced.
     """
+    unseen = store.unseen_revisions([(e.key, heads.get(e.key, [])) for e in watchlist.watch])
     releases: list[ModelRelease] = []
-    async with conn.transaction():
-        for entry in watchlist.watch:
-            found = heads.get(entry.key, [])
-            known = await conn.fetchval(
-                "SELECT count(*) FROM model_watch_sources WHERE source = $1", entry.key
+    for entry, new in zip(watchlist.watch, unseen, strict=True):
+        if new is None:
+            continue  # baseline: what exists when the watch starts is not a release
+        releases.extend(
+            ModelRelease(
+                h.repo_id,
+                h.revision,
+                watchlist.campaign_for(entry),
+                "poll",
+                chat=entry.chat,
+                quant=entry.quant,
+                last_modified=h.last_modified,
             )
-            seen = {
-                (r["repo_id"], r["revision"])
-                for r in await conn.fetch(
-                    "SELECT repo_id, revision FROM model_revisions_seen WHERE repo_id = ANY($1)",
-                    [h.repo_id for h in found],
-                )
-            }
-            new = [h for h in found if (h.repo_id, h.revision) not in seen]
-            if not known:
-                # Baseline: what exists when the watch starts is not a release.
-                await conn.executemany(
-                    "INSERT INTO model_revisions_seen (repo_id, revision, last_modified, source, "
-                    "released) VALUES ($1, $2, $3, $4, false) ON CONFLICT DO NOTHING",
-                    [(h.repo_id, h.revision, h.last_modified, entry.key) for h in new],
-                )
-            else:
-                releases.extend(
-                    ModelRelease(
-                        h.repo_id,
-                        h.revision,
-                        watchlist.campaign_for(entry),
-                        "poll",
-                        chat=entry.chat,
-                        quant=entry.quant,
-                        last_modified=h.last_modified,
-                    )
-                    for h in new
-                    if all((r.repo_id, r.revision) != (h.repo_id, h.revision) for r in releases)
-                )
-            await conn.execute(
-                "INSERT INTO model_watch_sources (source) VALUES ($1) ON CONFLICT (source) "
-                "DO UPDATE SET last_polled_at = now()",
-                entry.key,
-            )
+            for h in new
+            if all((r.repo_id, r.revision) != (h.repo_id, h.revision) for r in releases)
+        )
     return releases
 
 
-async def record_releases(conn: asyncpg.Connection, releases: Sequence[ModelRelease]) -> None:
+def record_releases(store: Store, releases: Sequence[ModelRelease]) -> None:
     """Mark announced releases as seen, so the next poll doesn't announce them again."""
-    await conn.executemany(
-        "INSERT INTO model_revisions_seen (repo_id, revision, last_modified, source, released) "
-        "VALUES ($1, $2, $3, $4, true) ON CONFLICT DO NOTHING",
-        [(r.repo_id, r.revision, r.last_modified, r.source) for r in releases],
-    )
+    store.mark_released(releases)
 
 
 def poll_releases(
-    dsn: str, watchlist: Watchlist, *, endpoint: str | None = None, token: str | None = None
+    store: Store, watchlist: Watchlist, *, endpoint: str | None = None, token: str | None = None
 ) -> list[ModelRelease]:
     """Poll the hub and return the releases not announced yet (see :func:`detect_releases`)."""
     heads = hub_heads(watchlist, endpoint=endpoint, token=token)
-
-    async def _go() -> list[ModelRelease]:
-        conn = await connect(dsn)
-        try:
-            return await detect_releases(conn, watchlist, heads)
-        finally:
-            await conn.close()
-
-    return run_sync(_go())
+    return detect_releases(store, watchlist, heads)
 
 
-def mark_announced(dsn: str, releases: Sequence[ModelRelease]) -> None:
-    """Record announced releases (synchronous wrapper of :func:`record_releases`)."""
-
-    async def _go() -> None:
-        conn = await connect(dsn)
-        try:
-            await record_releases(conn, releases)
-        finally:
-            await conn.close()
-
-    run_sync(_go())
+def mark_announced(store: Store, releases: Sequence[ModelRelease]) -> None:
+    """Record announced releases (the name the watch flow uses for :func:`record_releases`)."""
+    record_releases(store, releases)
 
 
 # -------------------------------------------------------------------------------- campaign

@@ -22,6 +22,11 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
+async def off_loop(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call a synchronous store function from async seeding code (the store runs its own loop)."""
+    return await asyncio.to_thread(fn, *args, **kwargs)
+
+
 async def new_campaign(conn: asyncpg.Connection, name: str = "nightly") -> uuid.UUID:
     cid = uuid.uuid4()
     await insert_campaign(

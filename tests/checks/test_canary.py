@@ -9,21 +9,17 @@ from pathlib import Path
 import asyncpg
 import pytest
 import torch
-from checks_seed import new_campaign, run
+from checks_seed import new_campaign, off_loop, run
 from safetensors.torch import load_file, save_file
 
-from evallab.canary import (
-    CANARY_PROMPTS,
-    CanaryCombo,
-    generate_canary,
-    hash_logprobs,
-    record_canary,
-    reset_baselines,
-)
+from evallab.canary.check import record_canary, reset_baselines, run_canary
+from evallab.canary.generate import generate_canary
+from evallab.canary.outputs import CANARY_PROMPTS, CanaryCombo, hash_logprobs
 from evallab.errors import CanaryDriftError
 from evallab.models import ModelArtifact
 from evallab.runtimes import get_runtime
 from evallab.spec import TransformersRuntimeSpec
+from evallab.store import Store
 
 
 def artifact(path: Path) -> ModelArtifact:
@@ -82,19 +78,20 @@ def test_baseline_then_match_then_drift(
 
     async def go() -> None:
         conn = await asyncpg.connect(migrated_dsn)
+        store = Store(migrated_dsn)
         try:
             cid = await new_campaign(conn)
-            base = await record_canary(conn, cid, combo, first)
+            base = await off_loop(record_canary, store, cid, combo, first)
             assert base.status == "baseline"
-            same = await record_canary(conn, cid, combo, again)
+            same = await off_loop(record_canary, store, cid, combo, again)
             assert (same.status, same.drifted, same.tags) == ("match", [], [])
 
             with pytest.raises(CanaryDriftError) as err:
-                await record_canary(conn, cid, combo, drifted, policy="fail")
+                await off_loop(record_canary, store, cid, combo, drifted, policy="fail")
             assert "drifted for tiny on transformers" in err.value.message
             assert "logprobs" in err.value.message and "--reset" in err.value.message
 
-            warned = await record_canary(conn, cid, combo, drifted, policy="warn")
+            warned = await off_loop(record_canary, store, cid, combo, drifted, policy="warn")
             assert warned.status == "drift" and warned.tags == ["canary_drift"]
             assert set(warned.drifted) <= {p for p, _ in CANARY_PROMPTS} and warned.drifted
 
@@ -117,11 +114,12 @@ def test_baseline_then_match_then_drift(
             ]
 
             # A deliberate change: reset, and the next session records the new baseline.
-            assert await reset_baselines(conn, model="tiny") == n
-            fresh = await record_canary(conn, cid, combo, drifted)
+            assert await off_loop(reset_baselines, store, model="tiny") == n
+            fresh = await off_loop(record_canary, store, cid, combo, drifted)
             assert fresh.status == "baseline"
-            assert (await record_canary(conn, cid, combo, drifted)).status == "match"
+            assert (await off_loop(record_canary, store, cid, combo, drifted)).status == "match"
         finally:
+            await off_loop(store.close)
             await conn.close()
 
     run(go())
@@ -130,8 +128,6 @@ def test_baseline_then_match_then_drift(
 def test_run_canary_through_the_runner_entry_point(
     migrated_dsn: str, tiny_model: Path, tmp_path: Path
 ) -> None:
-    from evallab.canary import run_canary
-
     async def campaign() -> uuid.UUID:
         conn = await asyncpg.connect(migrated_dsn)
         try:
@@ -144,9 +140,9 @@ def test_run_canary_through_the_runner_entry_point(
     session = get_runtime("transformers").start(
         TransformersRuntimeSpec(kind="transformers"), model, tmp_path
     )
-    with session:
-        assert run_canary(session, model, dsn=migrated_dsn, campaign_id=cid, policy="off") is None
-        first = run_canary(session, model, dsn=migrated_dsn, campaign_id=cid, seed=1)
-        second = run_canary(session, model, dsn=migrated_dsn, campaign_id=cid, seed=1)
+    with session, Store(migrated_dsn) as store:
+        assert run_canary(session, model, store=store, campaign_id=cid, policy="off") is None
+        first = run_canary(session, model, store=store, campaign_id=cid, seed=1)
+        second = run_canary(session, model, store=store, campaign_id=cid, seed=1)
     assert first is not None and first.status == "baseline"
     assert second is not None and second.status == "match"

@@ -6,11 +6,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
-from checks_seed import add_run, new_campaign, run
+from checks_seed import add_run, new_campaign, off_loop, run
 
-from evallab.canary import CANARY_PROMPTS, CanaryCombo, CanaryOutput, record_canary
-from evallab.checks import find_regressions
+from evallab.analysis.regressions import find_regressions
+from evallab.canary.check import record_canary
+from evallab.canary.outputs import CANARY_PROMPTS, CanaryCombo, CanaryOutput
 from evallab.spec import ChecksSpec
+from evallab.store import Store
 from tests.helpers import REPO, evallab
 
 
@@ -50,6 +52,7 @@ def test_regressions_and_canary_reset_commands(migrated_dsn: str) -> None:
 
     async def seed() -> None:
         conn = await asyncpg.connect(migrated_dsn)
+        store = Store(migrated_dsn)
         try:
             cid = await new_campaign(conn)
             for day, value in enumerate([0.50, 0.51, 0.49, 0.50, 0.51, 0.49]):
@@ -60,11 +63,11 @@ def test_regressions_and_canary_reset_commands(migrated_dsn: str) -> None:
                     scores=[("demo_mc", "acc", value)],
                     run_key=f"r{day}",
                 )
-                await find_regressions(conn, rid, ChecksSpec())
+                await off_loop(find_regressions, store, rid, ChecksSpec())
             drop = await add_run(
                 conn, cid, started_at=now - timedelta(hours=1), scores=[("demo_mc", "acc", 0.31)]
             )
-            await find_regressions(conn, drop, ChecksSpec())
+            await off_loop(find_regressions, store, drop, ChecksSpec())
             combo = CanaryCombo(
                 "tiny-a",
                 "evallab/tiny-a",
@@ -76,8 +79,9 @@ def test_regressions_and_canary_reset_commands(migrated_dsn: str) -> None:
                 "",
             )
             outs = [CanaryOutput(p, ("1", "2"), (-0.5, -0.25)) for p, _ in CANARY_PROMPTS]
-            await record_canary(conn, cid, combo, outs)
+            await off_loop(record_canary, store, cid, combo, outs)
         finally:
+            await off_loop(store.close)
             await conn.close()
 
     run(seed())

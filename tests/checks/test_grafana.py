@@ -17,12 +17,16 @@ from typing import Any
 import asyncpg
 import pytest
 import yaml
-from checks_seed import T0, add_run, new_campaign, run
+from checks_seed import T0, add_run, new_campaign, off_loop, run
 
-from evallab.checks import find_regressions, find_repro_violations, judge_run_validity
+from evallab.analysis.regressions import find_regressions
+from evallab.analysis.repro import find_repro_violations
 from evallab.grafana_queries import GrafanaQuery, expand_macros, load_queries
 from evallab.spec import ChecksSpec
-from evallab.telemetry import FakeNVML, GpuReading, TelemetrySampler
+from evallab.store import Store
+from evallab.telemetry.nvml import FakeNVML, GpuReading
+from evallab.telemetry.rules import judge_run_validity
+from evallab.telemetry.sampler import TelemetrySampler
 
 GRAFANA = Path(__file__).resolve().parents[2] / "grafana"
 VARIABLES = {"model": ["tiny-a", "tiny-b"], "task": ["demo_mc", "demo_gen"], "metric": "acc"}
@@ -39,7 +43,7 @@ class Clock:
         return value
 
 
-async def seed(conn: asyncpg.Connection) -> dict[str, Any]:
+async def seed(conn: asyncpg.Connection, store: Store) -> dict[str, Any]:
     cid = await new_campaign(conn)
     checks = ChecksSpec()
     for day, value in enumerate(HISTORY):
@@ -50,7 +54,7 @@ async def seed(conn: asyncpg.Connection) -> dict[str, Any]:
             run_key=f"a{day}",
             scores=[("demo_mc", "acc", value), ("demo_gen", "exact_match", 0.2)],
         )
-        await find_regressions(conn, rid, checks)
+        await off_loop(find_regressions, store, rid, checks)
     # A hot run: telemetry from the scripted NVML, judged invalid by the real rule.
     sampler = TelemetrySampler(
         FakeNVML(readings=[GpuReading(temperature_c=88.0)]),
@@ -92,7 +96,7 @@ async def seed(conn: asyncpg.Connection) -> dict[str, Any]:
         run_key="a9",
         scores=[("demo_mc", "acc", 0.46), ("demo_gen", "exact_match", 0.2)],
     )
-    assert len(await find_regressions(conn, regressed, checks)) == 1
+    assert len(await off_loop(find_regressions, store, regressed, checks)) == 1
     # tiny-b: a rerun with identical pins that doesn't reproduce.
     b1 = await add_run(
         conn,
@@ -110,7 +114,7 @@ async def seed(conn: asyncpg.Connection) -> dict[str, Any]:
         run_key="b",
         scores=[("demo_mc", "acc", 0.33)],
     )
-    assert len(await find_repro_violations(conn, b2, checks.repro_tolerance)) == 1
+    assert len(await off_loop(find_repro_violations, store, b2, checks.repro_tolerance)) == 1
     return {"hot": hot, "regressed": regressed, "b1": b1, "b2": b2}
 
 
@@ -136,10 +140,12 @@ def test_every_panel_variable_and_alert_query_returns_the_seeded_facts(migrated_
 
     async def go() -> dict[str, list[dict[str, Any]]]:
         conn = await asyncpg.connect(migrated_dsn)
+        store = Store(migrated_dsn)
         try:
-            await seed(conn)
+            await seed(conn, store)
             return {q.source: [dict(r) for r in await conn.fetch(expand(q))] for q in queries}
         finally:
+            await off_loop(store.close)
             await conn.close()
 
     rows = run(go())

@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 from huggingface_hub import constants
 
-from evallab.environment import GpuIdentity, collect_environment, env_fingerprint
+from evallab.environment import collect_environment, env_fingerprint
 from evallab.errors import EnvironmentChangedError, PinError
 from evallab.pins import recheck_versions, snapshot_versions, verify_pins
 from evallab.spec import CampaignSpec
-from evallab.telemetry import FakeNVML
+from evallab.telemetry.gpu import GpuIdentity
+from evallab.telemetry.nvml import FakeNVML
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 DATA_SHA = "89abcdef0123456789abcdef0123456789abcdef"

@@ -6,9 +6,10 @@ import itertools
 import os
 from datetime import UTC, datetime, timedelta
 
-from evallab.checks import judge_run_validity
 from evallab.spec import ChecksSpec
-from evallab.telemetry import FakeNVML, GpuReading, TelemetrySampler, decode_throttle_reasons
+from evallab.telemetry.nvml import FakeNVML, GpuReading, decode_throttle_reasons
+from evallab.telemetry.rules import judge_run_validity
+from evallab.telemetry.sampler import TelemetrySampler
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

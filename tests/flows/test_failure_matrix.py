@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 
 from evallab.campaign import CampaignEngine
-from evallab.checks import CampaignGuard
 from evallab.errors import (
     CanaryDriftError,
     EnvironmentChangedError,
@@ -32,6 +31,7 @@ from evallab.errors import (
 from evallab.runtimes import get_runtime
 from evallab.store.campaigns import CampaignQueries
 from evallab.store.embedded import EmbeddedPostgres
+from evallab.telemetry.guard import CampaignGuard
 from tests.helpers import REPO, campaign_yaml, fetch, run_campaign_here
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]

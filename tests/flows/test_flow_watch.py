@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from evallab.errors import HubUnreachableError, ModelError
 from evallab.runtimes.process import free_port
+from evallab.store import Store
 from evallab.watch import Watchlist, mark_announced, poll_releases, release_campaign
 from tests.flows.fake_hub import fake_hub
 from tests.flows.helpers import released_events
@@ -25,30 +27,35 @@ WATCH = {
 }
 
 
+def _poll(dsn: str, watchlist: Watchlist, endpoint: str) -> list[Any]:
+    with Store(dsn) as store:
+        return poll_releases(store, watchlist, endpoint=endpoint)
+
+
 def test_polling_baselines_then_reports_each_new_commit_once(migrated_dsn: str) -> None:
     watchlist = Watchlist.model_validate(WATCH)
-    with fake_hub() as hub:
+    with fake_hub() as hub, Store(migrated_dsn) as store:
         hub.push("solo/model", SHA1)
         hub.push("acme-ai/old-chat", SHA1)
         hub.push("acme-ai/tiny-base", SHA1)  # not matched by the author entry's pattern
         # First poll: what exists when the watch starts is a baseline, not a release.
-        assert poll_releases(migrated_dsn, watchlist, endpoint=hub.url) == []
-        assert poll_releases(migrated_dsn, watchlist, endpoint=hub.url) == []
+        assert poll_releases(store, watchlist, endpoint=hub.url) == []
+        assert poll_releases(store, watchlist, endpoint=hub.url) == []
         hub.push("solo/model", SHA2)
         hub.push("acme-ai/tiny-chat", SHA3)  # a new repository of a watched author
         hub.push("acme-ai/tiny-base", SHA2)
-        found = poll_releases(migrated_dsn, watchlist, endpoint=hub.url)
+        found = poll_releases(store, watchlist, endpoint=hub.url)
         assert sorted((r.repo_id, r.revision, r.campaign, r.chat) for r in found) == [
             ("acme-ai/tiny-chat", SHA3, "c/chat.yaml", True),
             ("solo/model", SHA2, "deployments/demo.yaml", False),
         ]
         # Not yet marked announced: a failed emission is retried on the next poll.
-        assert len(poll_releases(migrated_dsn, watchlist, endpoint=hub.url)) == 2
-        mark_announced(migrated_dsn, found)
-        assert poll_releases(migrated_dsn, watchlist, endpoint=hub.url) == []
+        assert len(poll_releases(store, watchlist, endpoint=hub.url)) == 2
+        mark_announced(store, found)
+        assert poll_releases(store, watchlist, endpoint=hub.url) == []
         del hub.repos["solo/model"]
         with pytest.raises(ModelError, match="solo/model"):
-            poll_releases(migrated_dsn, watchlist, endpoint=hub.url)
+            poll_releases(store, watchlist, endpoint=hub.url)
 
 
 def test_release_campaign_replaces_models_with_the_pinned_release() -> None:
@@ -156,13 +163,13 @@ def test_watch_flow_marks_a_release_announced_only_once_the_api_accepted_it(
         assert "0 of 1 release(s) announced, 1 left unannounced" in message
         assert f"POST {dead}/events" in message
         # Not recorded as announced: the next poll finds it again...
-        [again] = poll_releases(pg_dsn, watched, endpoint=hub.url)
+        [again] = _poll(pg_dsn, watched, hub.url)
         assert (again.repo_id, again.revision) == ("flowtest/lost", SHA2)
         # ...and announces it once the API is back.
         monkeypatch.setattr(watch_flow, "prefect_api_url", lambda: str(PREFECT_API_URL.value()))
         assert watch_flow.watch_models(watchlist=str(watchlist), endpoint=hub.url) == [
             {"repo": "flowtest/lost", "revision": SHA2, "campaign": "deployments/demo.yaml"}
         ]
-        assert poll_releases(pg_dsn, watched, endpoint=hub.url) == []
+        assert _poll(pg_dsn, watched, hub.url) == []
     [event] = released_events(str(PREFECT_API_URL.value()), "flowtest/lost", timeout=45)
     assert event["payload"]["revision"] == SHA2

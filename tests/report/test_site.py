@@ -30,10 +30,15 @@ def artifacts_dir() -> Path:
     return root / "report"
 
 
+def _build_site(dsn: str, out: Path) -> SiteSummary:
+    with Store(dsn) as store:
+        return build_site(store, out, resamples=2000)
+
+
 async def _build(dsn: str, out: Path) -> tuple[SiteSummary, dict[tuple[str, str, str, str], float]]:
     conn = await asyncpg.connect(dsn)
     try:
-        summary = await build_site(conn, out, resamples=2000)
+        summary = await asyncio.to_thread(_build_site, dsn, out)
         scores = {
             (str(r["run_id"]), r["task"], r["metric"], r["filter"]): r["value"]
             for r in await conn.fetch("SELECT run_id, task, metric, filter, value FROM scores")

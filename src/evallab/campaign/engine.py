@@ -39,7 +39,6 @@ from evallab.campaign.runs import (
     stored_outcome,
     unstored_folders,
 )
-from evallab.checks import CampaignGuard
 from evallab.errors import HarnessError, RuntimeLaunchError
 from evallab.harnesses import get_harness
 from evallab.harnesses.base import Harness, HarnessRequest, HarnessResult
@@ -51,6 +50,7 @@ from evallab.runtimes.base import RuntimeSession
 from evallab.spec import CampaignSpec, ModelSpec, spec_sha256
 from evallab.store import Store
 from evallab.store.records import CampaignRecord, RunRecord
+from evallab.telemetry.guard import CampaignGuard
 
 __all__ = ["CampaignEngine"]
 

@@ -29,7 +29,7 @@ from evallab.harnesses.base import HarnessResult, ScoreRow
 from evallab.models import sha256_file
 from evallab.store.ingest import outcomes_table
 from evallab.store.records import RunRecord
-from evallab.telemetry import TELEMETRY_COLUMNS
+from evallab.telemetry.sampler import TELEMETRY_COLUMNS
 
 __all__ = [
     "MANIFEST",

@@ -18,7 +18,7 @@ from evallab.cli.console import console
 from evallab.errors import PinError
 
 if TYPE_CHECKING:
-    from evallab.checks import Regression
+    pass
 
 __all__ = ["app", "canary_app", "pins_app"]
 
@@ -85,35 +85,12 @@ def canary_baseline(
     runtime: Annotated[str | None, typer.Option(help="Only this runtime label.")] = None,
 ) -> None:
     """Show current canary baselines, or retire them with --reset after a deliberate change."""
-    from evallab.store.db import connect, database, run_sync
+    from evallab.canary.check import reset_baselines
+    from evallab.store import Store
 
-    async def _go(dsn: str) -> tuple[int, list[dict[str, object]]]:
-        from evallab.canary import reset_baselines
-
-        conn = await connect(dsn)
-        try:
-            retired = await reset_baselines(conn, model=model, runtime=runtime) if reset else 0
-            rows = await conn.fetch(
-                """
-                SELECT combo_key, canary_version, model_name, model_revision, quant,
-                       runtime_label, runtime_version, gpu_name, min(created_at) AS recorded,
-                       count(*) AS prompts
-                  FROM canaries
-                 WHERE is_baseline AND retired_at IS NULL
-                   AND ($1::text IS NULL OR model_name = $1)
-                   AND ($2::text IS NULL OR runtime_label = $2)
-                 GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
-                 ORDER BY model_name, runtime_label
-                """,
-                model,
-                runtime,
-            )
-        finally:
-            await conn.close()
-        return retired, [dict(r) for r in rows]
-
-    with database() as dsn:
-        retired, rows = run_sync(_go(dsn))
+    with Store.open() as store:
+        retired = reset_baselines(store, model=model, runtime=runtime) if reset else 0
+        rows = store.current_canary_baselines(model=model, runtime=runtime)
     if reset:
         console.print(
             f"retired {retired} baseline row(s); the next session of each combination records "
@@ -124,14 +101,14 @@ def canary_baseline(
         table.add_column(col, overflow="fold")
     for r in rows:
         table.add_row(
-            str(r["model_name"]),
-            str(r["model_revision"]),
-            str(r["quant"]),
-            str(r["runtime_label"]),
-            str(r["runtime_version"]),
-            str(r["gpu_name"] or "-"),
-            str(r["canary_version"]),
-            str(r["recorded"]),
+            str(r.model_name),
+            str(r.model_revision),
+            str(r.quant),
+            str(r.runtime_label),
+            str(r.runtime_version),
+            str(r.gpu_name or "-"),
+            str(r.canary_version),
+            str(r.recorded),
         )
     console.print(table if rows else "no current canary baselines")
 
@@ -143,20 +120,12 @@ def regressions(
     limit: Annotated[int, typer.Option(help="At most this many rows.")] = 200,
 ) -> None:
     """List scores more than the configured sigma below their history (valid runs only)."""
-    from evallab.checks import list_regressions
-    from evallab.store.db import connect, database, run_sync
+    from evallab.analysis.regressions import list_regressions
+    from evallab.store import Store
 
     since = datetime.now(UTC) - timedelta(days=days)
-
-    async def _go(dsn: str) -> list[Regression]:
-        conn = await connect(dsn)
-        try:
-            return await list_regressions(conn, since=since, model=model, limit=limit)
-        finally:
-            await conn.close()
-
-    with database() as dsn:
-        found = run_sync(_go(dsn))
+    with Store.open() as store:
+        found = list_regressions(store, since=since, model=model, limit=limit)
     if not found:
         console.print(f"no regressions in the last {days} days")
         return

@@ -8,7 +8,7 @@ The methods return plain dataclasses (:class:`RunRef`, :class:`OutcomeSet`,
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -135,7 +135,7 @@ class RunRef:
         return d
 
 
-def run_ref(row: asyncpg.Record) -> RunRef:
+def run_ref(row: Mapping[str, Any] | asyncpg.Record) -> RunRef:
     """A :class:`RunRef` from a row holding the run identity columns (``_RUN_COLUMNS``)."""
     return RunRef(
         run_id=row["run_id"],

@@ -17,7 +17,7 @@ from evallab.errors import DatabaseError
 from evallab.harnesses.base import SampleOutcome, ScoreRow
 from evallab.store.outcome_sets import SET_COLUMNS, copy_stream, outcome_sets
 from evallab.store.records import CampaignRecord, RunRecord
-from evallab.telemetry import TELEMETRY_COLUMNS
+from evallab.telemetry.sampler import TELEMETRY_COLUMNS
 
 __all__ = [
     "finish_campaign",

@@ -1,11 +1,188 @@
-"""Queries for the static leaderboard site and Grafana-facing reads."""
+"""Queries for the static leaderboard site: every run with its scores, canary and telemetry.
+
+The site (:mod:`evallab.report`) reads the whole history at once; these methods return plain
+dataclasses (a run's columns as a dict) so templates and charts never see database records.
+"""
 
 from __future__ import annotations
 
-from evallab.store.connection import StoreConnection
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
 
-__all__ = ["ReportQueries"]
+import asyncpg
+
+from evallab.store.connection import StoreConnection
+from evallab.store.ingest import register_codecs
+
+__all__ = [
+    "CanarySummary",
+    "ReportQueries",
+    "SiteRun",
+    "StoredScore",
+    "TelemetryPoint",
+    "TelemetrySummary",
+]
+
+
+@dataclass(frozen=True)
+class StoredScore:
+    """One row of ``scores``."""
+
+    run_id: UUID
+    task: str
+    metric: str
+    filter: str
+    value: float
+    stderr: float | None
+    n: int
+    higher_is_better: bool | None
+
+
+@dataclass
+class SiteRun:
+    """A run as the site shows it: every column of ``runs`` plus its campaign's name."""
+
+    columns: dict[str, Any]
+    """Column name -> value (``campaign`` is the campaign's name; jsonb columns decoded)."""
+    scores: list[StoredScore] = field(default_factory=list)
+    """Its scores, ordered by task, metric and filter."""
+
+
+@dataclass(frozen=True)
+class CanarySummary:
+    """A run's canary rows, counted."""
+
+    prompts: int
+    matched: int
+    drifted: int
+    baseline: int
+    version: str
+
+
+@dataclass(frozen=True)
+class TelemetryPoint:
+    """One GPU-0 sample, as charted."""
+
+    ts: datetime
+    temperature_c: float | None
+    power_w: float | None
+
+
+@dataclass
+class TelemetrySummary:
+    """A run's telemetry: aggregates over every sample and an evenly thinned GPU-0 series."""
+
+    samples: int
+    gpus: int
+    max_temp: float | None
+    mean_temp: float | None
+    mean_power: float | None
+    max_power: float | None
+    max_mem: float | None
+    mean_util: float | None
+    other_processes: int | None
+    throttle: list[str]
+    series: list[TelemetryPoint] = field(default_factory=list)
 
 
 class ReportQueries(StoreConnection):
-    """The store's methods for the static leaderboard site and Grafana-facing reads."""
+    """The store's methods for the static leaderboard site."""
+
+    def site_runs(self) -> list[SiteRun]:
+        """Every run with its scores, oldest first (by start time, then run id)."""
+
+        async def work(conn: asyncpg.Connection) -> list[SiteRun]:
+            # Decoded jsonb: provenance shows configs as sorted JSON whoever opened the store.
+            await register_codecs(conn)
+            rows = await conn.fetch(
+                """
+                SELECT r.*, c.name AS campaign
+                FROM runs r JOIN campaigns c USING (campaign_id)
+                ORDER BY r.started_at, r.run_id
+                """
+            )
+            runs = {r["run_id"]: SiteRun(dict(r)) for r in rows}
+            for s in await conn.fetch(
+                "SELECT run_id, task, metric, filter, value, stderr, n, higher_is_better "
+                "FROM scores ORDER BY task, metric, filter"
+            ):
+                runs[s["run_id"]].scores.append(StoredScore(**dict(s)))
+            return list(runs.values())
+
+        return self.run(work)
+
+    def canary_summaries(self) -> dict[UUID, CanarySummary]:
+        """Per run with canary rows: how many prompts matched, drifted or set the baseline."""
+
+        async def work(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+            return await conn.fetch(
+                """
+                SELECT run_id, count(*) AS prompts,
+                       count(*) FILTER (WHERE matches_baseline) AS matched,
+                       count(*) FILTER (WHERE matches_baseline = false) AS drifted,
+                       count(*) FILTER (WHERE is_baseline) AS baseline,
+                       max(canary_version) AS version
+                FROM canaries WHERE run_id IS NOT NULL GROUP BY run_id
+                """
+            )
+
+        return {
+            r["run_id"]: CanarySummary(
+                r["prompts"], r["matched"], r["drifted"], r["baseline"], r["version"]
+            )
+            for r in self.run(work)
+        }
+
+    def telemetry_summaries(self) -> dict[UUID, TelemetrySummary]:
+        """Per run with telemetry: aggregates, and at most ~400 evenly spaced GPU-0 points."""
+
+        async def work(conn: asyncpg.Connection) -> tuple[list[asyncpg.Record], ...]:
+            summary = await conn.fetch(
+                """
+                SELECT run_id, count(*) AS samples, count(DISTINCT gpu_index) AS gpus,
+                       max(temperature_c) AS max_temp, avg(temperature_c) AS mean_temp,
+                       avg(power_w) AS mean_power, max(power_w) AS max_power,
+                       max(memory_used_mb) AS max_mem, avg(utilization_pct) AS mean_util,
+                       max(other_processes) AS other_processes,
+                       (SELECT coalesce(array_agg(DISTINCT x ORDER BY x), '{}')
+                        FROM telemetry t2, unnest(t2.throttle_reasons) x
+                        WHERE t2.run_id = t.run_id) AS throttle
+                FROM telemetry t GROUP BY run_id
+                """
+            )
+            series = await conn.fetch(
+                """
+                SELECT run_id, ts, temperature_c, power_w FROM (
+                    SELECT run_id, ts, temperature_c, power_w,
+                           row_number() OVER (PARTITION BY run_id ORDER BY ts) AS i,
+                           count(*) OVER (PARTITION BY run_id) AS n
+                    FROM telemetry WHERE gpu_index = 0
+                ) s WHERE (i - 1) % greatest(1, n / 400) = 0 ORDER BY run_id, ts
+                """
+            )
+            return summary, series
+
+        summary, series = self.run(work)
+        out: dict[UUID, TelemetrySummary] = {}
+        for r in summary:
+            values = dict(r)
+            run_id = values.pop("run_id")
+            out[run_id] = TelemetrySummary(**{**values, "throttle": list(values["throttle"])})
+        for p in series:
+            out[p["run_id"]].series.append(
+                TelemetryPoint(p["ts"], p["temperature_c"], p["power_w"])
+            )
+        return out
+
+    def campaign_names_by_recency(self) -> list[str]:
+        """Campaign names, the one with the latest start first."""
+
+        async def work(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+            return await conn.fetch(
+                "SELECT name, max(started_at) AS last FROM campaigns GROUP BY name "
+                "ORDER BY last DESC"
+            )
+
+        return [r["name"] for r in self.run(work)]
