@@ -192,15 +192,15 @@ def _server_canary(session: RuntimeSession, model: ModelArtifact, seed: int) -> 
 
 def _hf_objects(session: RuntimeSession, model: ModelArtifact) -> tuple[Any, Any, str]:
     """The session's already-loaded model and tokenizer when it has them, else load them."""
-    from evallab.spec import BenchmarkSpec
+    weights = session.weights
+    device = weights.device if weights is not None else "cpu"
+    if weights is not None:
+        # The same model object lm-eval scores with (loaded once per session).
+        from evallab.harnesses.lm_eval.client import hf_lm
 
-    device = str(getattr(getattr(session, "spec", None), "device", "cpu"))
-    try:
-        lm = session.lm_eval_model(BenchmarkSpec(name="canary", tasks=("canary",))).instance
-    except (AttributeError, TypeError):
-        lm = None
-    if lm is not None and hasattr(lm, "model") and hasattr(lm, "tokenizer"):
-        return lm.model, lm.tokenizer, str(getattr(lm, "device", device))
+        lm = hf_lm(session)
+        if hasattr(lm, "model") and hasattr(lm, "tokenizer"):
+            return lm.model, lm.tokenizer, str(getattr(lm, "device", device))
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model.path)

@@ -1,14 +1,24 @@
-"""In-process Hugging Face transformers (lm-eval's ``hf`` model): the CPU default runtime."""
+"""In-process Hugging Face transformers: the CPU default runtime.
+
+The session describes the weights (folder, dtype, device, context length, batch size); the
+harness that uses them loads them once per session into :attr:`TransformersSession.resources`,
+so every benchmark of a (model, runtime) group shares one loaded model.
+"""
 
 from __future__ import annotations
 
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
-from evallab.errors import RuntimeLaunchError, SpecError
+from evallab.errors import SpecError
 from evallab.models import ModelArtifact
-from evallab.runtimes.base import LmEvalModel, RuntimeInfo
+from evallab.runtimes.base import (
+    Capabilities,
+    LocalWeights,
+    RuntimeInfo,
+    SessionResources,
+    expect_spec,
+)
 from evallab.spec import BenchmarkSpec, RuntimeSpec, TransformersRuntimeSpec
 
 __all__ = ["TransformersRuntime", "TransformersSession"]
@@ -20,7 +30,8 @@ class TransformersSession:
     def __init__(self, spec: TransformersRuntimeSpec, model: ModelArtifact) -> None:
         self.spec = spec
         self.model = model
-        self._lm: Any = None
+        self.capabilities = Capabilities()
+        self.resources = SessionResources()
         self.info = RuntimeInfo(
             kind="transformers",
             label=spec.display,
@@ -29,42 +40,36 @@ class TransformersSession:
             f"device={spec.device}",
         )
 
-    def _model_args(self) -> dict[str, Any]:
-        return {
-            "pretrained": str(self.model.path),
-            "dtype": self.spec.dtype,
-            "device": self.spec.device,
-            "max_length": self.spec.max_length,
-        }
+    @property
+    def endpoint(self) -> None:
+        """No server: the weights are loaded in this process."""
+        return None
 
-    def _load(self) -> Any:
-        if self._lm is None:
-            from lm_eval.models.huggingface import HFLM
-
-            try:
-                self._lm = HFLM(**self._model_args(), batch_size=self.spec.batch_size)
-            except Exception as exc:  # transformers raises many kinds on a bad folder
-                raise RuntimeLaunchError(
-                    f"transformers could not load the model: {type(exc).__name__}: {exc}",
-                    value=self.model.path,
-                    fix="check the model folder holds config.json, weights and tokenizer files",
-                ) from exc
-        return self._lm
-
-    def lm_eval_model(self, benchmark: BenchmarkSpec) -> LmEvalModel:
-        return LmEvalModel("hf", self._model_args(), self.spec.batch_size, instance=self._load())
+    @property
+    def weights(self) -> LocalWeights:
+        """The weights and how to load them."""
+        return LocalWeights(
+            path=self.model.path,
+            dtype=self.spec.dtype,
+            device=self.spec.device,
+            max_length=self.spec.max_length,
+            batch_size=self.spec.batch_size,
+        )
 
     def health(self) -> bool:
         return True
 
     def restart(self) -> None:
-        self._lm = None
+        self.resources.clear()
 
     def stop(self) -> None:
-        self._lm = None
+        self.resources.clear()
+
+    def log_tail(self, lines: int = 40) -> str:
+        """In-process: errors surface as exceptions, there is no server log."""
+        return ""
 
     def __enter__(self) -> TransformersSession:
-        self._load()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -76,13 +81,14 @@ class TransformersRuntime:
 
     kind = "transformers"
 
+    def capabilities(self, spec: RuntimeSpec, model: ModelArtifact) -> Capabilities:
+        """Everything: the model scores prompts in-process with its own tokenizer."""
+        return Capabilities()
+
     def check(
         self, spec: RuntimeSpec, model: ModelArtifact, benchmarks: tuple[BenchmarkSpec, ...]
     ) -> None:
-        if not isinstance(spec, TransformersRuntimeSpec):
-            raise SpecError(
-                "runtime spec is not a transformers spec", value=spec, fix="use kind: transformers"
-            )
+        expect_spec(spec, TransformersRuntimeSpec, self.kind)
         if model.gguf_path is not None:
             raise SpecError(
                 f"model {model.name!r} is a GGUF file; the transformers runtime serves HF folders",
@@ -91,8 +97,4 @@ class TransformersRuntime:
             )
 
     def start(self, spec: RuntimeSpec, model: ModelArtifact, workdir: Path) -> TransformersSession:
-        if not isinstance(spec, TransformersRuntimeSpec):
-            raise SpecError(
-                "runtime spec is not a transformers spec", value=spec, fix="use kind: transformers"
-            )
-        return TransformersSession(spec, model)
+        return TransformersSession(expect_spec(spec, TransformersRuntimeSpec, self.kind), model)
