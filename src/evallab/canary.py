@@ -195,10 +195,8 @@ def _hf_objects(session: RuntimeSession, model: ModelArtifact) -> tuple[Any, Any
     weights = session.weights
     device = weights.device if weights is not None else "cpu"
     if weights is not None:
-        # The same model object lm-eval scores with (loaded once per session).
-        from evallab.harnesses.lm_eval.client import hf_lm
-
-        lm = hf_lm(session)
+        # The same model object the harnesses score with (loaded once per session).
+        lm = weights.load()
         if hasattr(lm, "model") and hasattr(lm, "tokenizer"):
             return lm.model, lm.tokenizer, str(getattr(lm, "device", device))
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -12,17 +12,17 @@ from pathlib import Path
 import pytest
 
 from evallab.errors import ModelError, PortInUseError, RuntimeLaunchError, SpecError
+from evallab.harnesses.lm_eval import LmEvalHarness
+from evallab.harnesses.lm_eval.client import lm_eval_model_for
+from evallab.harnesses.lm_eval.tasks import task_output_types
 from evallab.models import ModelArtifact
 from evallab.runtimes import get_runtime
+from evallab.runtimes.base import ClientSettings, Endpoint
 from evallab.runtimes.llamacpp import (
     LlamaCppRuntime,
     gguf_file_type,
     llamacpp_command,
 )
-from evallab.harnesses.lm_eval import LmEvalHarness
-from evallab.harnesses.lm_eval.client import lm_eval_model_for
-from evallab.harnesses.lm_eval.tasks import task_output_types
-from evallab.runtimes.base import ClientSettings, Endpoint
 from evallab.runtimes.sglang import SGLangRuntime, sglang_command
 from evallab.runtimes.venvs import InstalledRuntime
 from evallab.runtimes.vllm import VLLMRuntime, vllm_command

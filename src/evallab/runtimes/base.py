@@ -21,6 +21,7 @@ from evallab.errors import SpecError
 
 if TYPE_CHECKING:
     from evallab.models import ModelArtifact
+    from evallab.runtimes.venvs import InstallRecipe
     from evallab.spec import BenchmarkSpec, RuntimeSpec
 
 __all__ = [
@@ -31,11 +32,8 @@ __all__ = [
     "Runtime",
     "RuntimeInfo",
     "RuntimeSession",
-    "SessionResources",
     "expect_spec",
 ]
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -107,7 +105,7 @@ class Endpoint:
 
 @dataclass(frozen=True)
 class LocalWeights:
-    """A model a harness loads in this process (the in-process transformers runtime).
+    """A model served in this process (the in-process transformers runtime).
 
     Attributes:
         path: The model folder.
@@ -115,6 +113,9 @@ class LocalWeights:
         device: Torch device.
         max_length: Context length clients truncate to.
         batch_size: Batch size for scoring.
+        load: The loaded model, once per session: an object with ``model`` (the transformers
+            model), ``tokenizer`` and ``device`` — lm-eval's ``HFLM``, which the lab loads
+            transformers models with, so every harness and the canary share one copy.
     """
 
     path: Path
@@ -122,28 +123,7 @@ class LocalWeights:
     device: str
     max_length: int
     batch_size: int
-
-
-class SessionResources:
-    """Objects harnesses load once per session (an in-process model), dropped on restart/stop."""
-
-    def __init__(self) -> None:
-        self._items: dict[str, Any] = {}
-
-    def get(self, key: str, load: Callable[[], T]) -> T:
-        """The object stored under ``key``, loading it with ``load`` the first time."""
-        if key not in self._items:
-            self._items[key] = load()
-        found: T = self._items[key]
-        return found
-
-    def peek(self, key: str) -> Any | None:
-        """The object stored under ``key``, None if nothing loaded it yet."""
-        return self._items.get(key)
-
-    def clear(self) -> None:
-        """Forget everything (the runtime restarted or stopped)."""
-        self._items.clear()
+    load: Callable[[], Any] = field(compare=False, repr=False)
 
 
 @runtime_checkable
@@ -152,7 +132,6 @@ class RuntimeSession(Protocol):
 
     info: RuntimeInfo
     capabilities: Capabilities
-    resources: SessionResources
 
     @property
     def endpoint(self) -> Endpoint | None:
@@ -169,7 +148,7 @@ class RuntimeSession(Protocol):
         ...
 
     def restart(self) -> None:
-        """Restart the server after a crash (in-process runtimes drop what they loaded)."""
+        """Restart the server after a crash (in-process runtimes drop the loaded model)."""
         ...
 
     def stop(self) -> None:
@@ -202,6 +181,10 @@ class Runtime(Protocol):
 
     def start(self, spec: RuntimeSpec, model: ModelArtifact, workdir: Path) -> RuntimeSession:
         """Start serving ``model``; logs go under ``workdir``."""
+        ...
+
+    def install_recipe(self, version: str, package: str | None = None) -> InstallRecipe | None:
+        """How to install ``version`` into its own virtualenv (None: nothing to install)."""
         ...
 
 

@@ -21,10 +21,10 @@ from evallab.runtimes.base import (
     ClientSettings,
     Endpoint,
     RuntimeInfo,
-    SessionResources,
     expect_spec,
 )
 from evallab.runtimes.server import probe_json
+from evallab.runtimes.venvs import InstallRecipe
 from evallab.spec import BenchmarkSpec, OpenAIEndpointRuntimeSpec, RuntimeSpec
 
 __all__ = [
@@ -132,7 +132,6 @@ class EndpointSession:
         self.model = model
         self.served_model = spec.served_model or model.name
         self.capabilities = capabilities
-        self.resources = SessionResources()
         self.info = self._describe()
 
     def _tokenizer(self) -> str | None:
@@ -228,6 +227,11 @@ class OpenAIEndpointRuntime:
     """Factory for :class:`EndpointSession`."""
 
     kind = "openai-endpoint"
+
+    @staticmethod
+    def install_recipe(version: str, package: str | None = None) -> InstallRecipe | None:
+        """Nothing to install: the server is someone else's."""
+        return None
 
     def capabilities(self, spec: RuntimeSpec, model: ModelArtifact) -> Capabilities:
         """Prompt logprobs, counted with a local tokenizer when one is at hand."""

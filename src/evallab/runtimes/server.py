@@ -22,7 +22,6 @@ from evallab.runtimes.base import (
     ClientSettings,
     Endpoint,
     RuntimeInfo,
-    SessionResources,
 )
 from evallab.runtimes.process import ManagedProcess, check_port_free, free_port, launch
 
@@ -111,7 +110,6 @@ class ServerSession:
             kind=launch_spec.kind, label=launch_spec.label, version=launch_spec.version
         )
         self.capabilities = launch_spec.capabilities
-        self.resources = SessionResources()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -255,7 +253,6 @@ class ServerSession:
         """Stop the server (whatever state it is in) and start it again on the same port."""
         if self._proc is not None:
             self._proc.stop()
-        self.resources.clear()
         self._restarts += 1
         self._launch()
 

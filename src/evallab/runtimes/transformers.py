@@ -1,24 +1,25 @@
 """In-process Hugging Face transformers: the CPU default runtime.
 
-The session describes the weights (folder, dtype, device, context length, batch size); the
-harness that uses them loads them once per session into :attr:`TransformersSession.resources`,
-so every benchmark of a (model, runtime) group shares one loaded model.
+The session loads the model once (as lm-eval's ``HFLM``, the lab's transformers loader) and
+serves it as :class:`~evallab.runtimes.base.LocalWeights`, so every benchmark of a (model,
+runtime) group, whatever its harness, and the canary share one loaded model.
 """
 
 from __future__ import annotations
 
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
-from evallab.errors import SpecError
+from evallab.errors import RuntimeLaunchError, SpecError
 from evallab.models import ModelArtifact
 from evallab.runtimes.base import (
     Capabilities,
     LocalWeights,
     RuntimeInfo,
-    SessionResources,
     expect_spec,
 )
+from evallab.runtimes.venvs import InstallRecipe
 from evallab.spec import BenchmarkSpec, RuntimeSpec, TransformersRuntimeSpec
 
 __all__ = ["TransformersRuntime", "TransformersSession"]
@@ -31,7 +32,7 @@ class TransformersSession:
         self.spec = spec
         self.model = model
         self.capabilities = Capabilities()
-        self.resources = SessionResources()
+        self._lm: Any = None
         self.info = RuntimeInfo(
             kind="transformers",
             label=spec.display,
@@ -47,29 +48,52 @@ class TransformersSession:
 
     @property
     def weights(self) -> LocalWeights:
-        """The weights and how to load them."""
+        """The weights, how they are loaded, and the loaded model."""
         return LocalWeights(
             path=self.model.path,
             dtype=self.spec.dtype,
             device=self.spec.device,
             max_length=self.spec.max_length,
             batch_size=self.spec.batch_size,
+            load=self._load,
         )
+
+    def _load(self) -> Any:
+        if self._lm is None:
+            from lm_eval.models.huggingface import HFLM
+
+            try:
+                self._lm = HFLM(
+                    pretrained=str(self.model.path),
+                    dtype=self.spec.dtype,
+                    device=self.spec.device,
+                    max_length=self.spec.max_length,
+                    batch_size=self.spec.batch_size,
+                )
+            except Exception as exc:  # transformers raises many kinds on a bad folder
+                raise RuntimeLaunchError(
+                    f"transformers could not load the model: {type(exc).__name__}: {exc}",
+                    value=self.model.path,
+                    fix="check the model folder holds config.json, weights and tokenizer files",
+                ) from exc
+        return self._lm
 
     def health(self) -> bool:
         return True
 
     def restart(self) -> None:
-        self.resources.clear()
+        self._lm = None
 
     def stop(self) -> None:
-        self.resources.clear()
+        self._lm = None
 
     def log_tail(self, lines: int = 40) -> str:
         """In-process: errors surface as exceptions, there is no server log."""
         return ""
 
     def __enter__(self) -> TransformersSession:
+        # Load now: a model that can't load fails the runtime's start, not its first benchmark.
+        self._load()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -80,6 +104,11 @@ class TransformersRuntime:
     """Factory for :class:`TransformersSession`."""
 
     kind = "transformers"
+
+    @staticmethod
+    def install_recipe(version: str, package: str | None = None) -> InstallRecipe | None:
+        """Nothing to install: it runs in the lab's own environment."""
+        return None
 
     def capabilities(self, spec: RuntimeSpec, model: ModelArtifact) -> Capabilities:
         """Everything: the model scores prompts in-process with its own tokenizer."""

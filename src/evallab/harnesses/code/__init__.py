@@ -391,12 +391,9 @@ class CodeHarness:
 
     @staticmethod
     def _load_transformers(request: HarnessRequest) -> tuple[Any, Any, int]:
-        # Reuse the model the session already loaded for lm-eval (one copy in memory), loading
-        # it the same way if no lm-eval benchmark ran yet.
-        from evallab.harnesses.lm_eval.client import hf_lm
-
+        # Reuse the model the in-process session already loaded (one copy in memory).
         weights = request.session.weights
-        instance = hf_lm(request.session) if weights is not None else None
+        instance = weights.load() if weights is not None else None
         max_length = weights.max_length if weights is not None else 2048
         model = getattr(instance, "model", None)
         tok = getattr(instance, "tokenizer", None)

@@ -2,8 +2,8 @@
 
 A server's :class:`~evallab.runtimes.base.Endpoint` becomes lm-eval's ``local-completions`` or
 ``local-chat-completions`` with every knob set (users never need to know them); in-process
-:class:`~evallab.runtimes.base.LocalWeights` become lm-eval's ``hf`` model, loaded once per
-session.
+:class:`~evallab.runtimes.base.LocalWeights` become lm-eval's ``hf`` model (the session's loaded
+model itself).
 """
 
 from __future__ import annotations
@@ -13,20 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evallab.errors import HarnessError, RuntimeLaunchError
+from evallab.errors import HarnessError
 from evallab.harnesses.lm_eval.tasks import LOGLIKELIHOOD_TYPES, benchmark_output_types
 from evallab.runtimes.base import Endpoint, LocalWeights, RuntimeSession
 from evallab.spec import BenchmarkSpec
 
-__all__ = ["HF_MODEL", "LmEvalModel", "hf_lm", "lm_eval_model", "lm_eval_model_for"]
+__all__ = ["LmEvalModel", "lm_eval_model", "lm_eval_model_for"]
 
 # Retries of one request inside lm-eval before the benchmark sees a failure (and the runner
 # restarts the server); each retry backs off exponentially up to 10 s.
 _MAX_RETRIES = 3
 _REQUEST_TIMEOUT_S = 600
-
-#: Key of the in-process model (lm-eval's ``HFLM``) in a session's resources.
-HF_MODEL = "lm_eval.hf"
 
 
 @dataclass(frozen=True)
@@ -37,7 +34,7 @@ class LmEvalModel:
     model_args: dict[str, Any]
     batch_size: int | str = 1
     instance: Any = None
-    """A ready ``lm_eval.api.model.LM`` (in-process models are loaded once per session)."""
+    """A ready ``lm_eval.api.model.LM`` (the in-process session's loaded model)."""
 
 
 def lm_eval_model_for(
@@ -104,36 +101,6 @@ def _hf_args(weights: LocalWeights) -> dict[str, Any]:
     }
 
 
-def hf_lm(session: RuntimeSession) -> Any:
-    """The session's in-process model as lm-eval's ``HFLM``, loaded on first use.
-
-    Raises:
-        HarnessError: the session serves no local weights.
-        RuntimeLaunchError: transformers can't load the model.
-    """
-    weights = session.weights
-    if weights is None:
-        raise HarnessError(
-            "the runtime serves its model over HTTP; there are no local weights to load",
-            value=session.info.label,
-            fix="use the session's endpoint",
-        )
-
-    def load() -> Any:
-        from lm_eval.models.huggingface import HFLM
-
-        try:
-            return HFLM(**_hf_args(weights), batch_size=weights.batch_size)
-        except Exception as exc:  # transformers raises many kinds on a bad folder
-            raise RuntimeLaunchError(
-                f"transformers could not load the model: {type(exc).__name__}: {exc}",
-                value=weights.path,
-                fix="check the model folder holds config.json, weights and tokenizer files",
-            ) from exc
-
-    return session.resources.get(HF_MODEL, load)
-
-
 def lm_eval_model(
     session: RuntimeSession, benchmark: BenchmarkSpec, *, chat: bool, tasks_dir: Path
 ) -> LmEvalModel:
@@ -147,7 +114,7 @@ def lm_eval_model(
 
     Raises:
         HarnessError: the session offers neither an endpoint nor local weights.
-        RuntimeLaunchError: the in-process model can't be loaded.
+        RuntimeLaunchError: the in-process model can't be loaded (after a restart).
     """
     endpoint = session.endpoint
     if endpoint is not None:
@@ -162,4 +129,4 @@ def lm_eval_model(
             value=session.info.label,
             fix="this is a bug in the runtime: it must expose one of them",
         )
-    return LmEvalModel("hf", _hf_args(weights), weights.batch_size, instance=hf_lm(session))
+    return LmEvalModel("hf", _hf_args(weights), weights.batch_size, instance=weights.load())
