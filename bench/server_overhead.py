@@ -4,8 +4,8 @@ One vLLM (CPU build) server is started through the lab's runtime session. Agains
 
   (a) plain ``lm_eval run --model local-completions`` (lm-eval's CLI, in this process, its
       default concurrency: one request at a time);
-  (b) the lab's run of the same tasks: the session's ``lm_eval_model`` args + the lab's lm-eval
-      harness, with concurrency set to lm-eval's default (1) so the two do the same work;
+  (b) the lab's run of the same tasks: the lm-eval args built from the session's endpoint + the
+      lab's lm-eval harness, with concurrency set to lm-eval's default (1) so the two do the same work;
   (c) the lab's run with the runtime's own concurrency setting;
   (d) diagnostic: the session's args through plain ``simple_evaluate`` (no lab harness), which
       separates the runtime layer's cost from the harness's (request cache, sample logging).
@@ -89,14 +89,16 @@ def lab_run(session: Any, model: Any, work: Path, concurrency: int) -> dict[str,
 
 
 def session_args_only(session: Any, staged: Path) -> dict[str, Any]:
-    """The session's lm_eval_model args through plain ``simple_evaluate`` (no lab harness)."""
+    """The lm-eval args built from the session's endpoint through plain ``simple_evaluate``."""
     import lm_eval
     from lm_eval.tasks import TaskManager
 
+    from evallab.harnesses.lm_eval.client import lm_eval_model
     from evallab.spec import BenchmarkSpec
 
     session.with_settings(num_concurrent=1)
-    lm = session.lm_eval_model(BenchmarkSpec(name="overhead", tasks=TASKS))
+    bench = BenchmarkSpec(name="overhead", tasks=TASKS)
+    lm = lm_eval_model(session, bench, chat=False, tasks_dir=REPO / "tasks_custom")
     out = lm_eval.simple_evaluate(
         model=lm.model_type,
         model_args=lm.model_args,

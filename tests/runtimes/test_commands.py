@@ -12,14 +12,17 @@ from pathlib import Path
 import pytest
 
 from evallab.errors import ModelError, PortInUseError, RuntimeLaunchError, SpecError
+from evallab.harnesses.lm_eval import LmEvalHarness
+from evallab.harnesses.lm_eval.client import lm_eval_model_for
+from evallab.harnesses.lm_eval.tasks import task_output_types
 from evallab.models import ModelArtifact
 from evallab.runtimes import get_runtime
+from evallab.runtimes.base import ClientSettings, Endpoint
 from evallab.runtimes.llamacpp import (
     LlamaCppRuntime,
     gguf_file_type,
     llamacpp_command,
 )
-from evallab.runtimes.server import ClientSettings, lm_eval_model_for, task_output_types
 from evallab.runtimes.sglang import SGLangRuntime, sglang_command
 from evallab.runtimes.venvs import InstalledRuntime
 from evallab.runtimes.vllm import VLLMRuntime, vllm_command
@@ -237,10 +240,13 @@ def test_llamacpp_refuses_loglikelihood_and_builds_its_command(
     m = replace(model, quant="Q4_K_M", gguf_path=gguf)
     spec = LlamaCppRuntimeSpec(kind="llamacpp", version="0.3.36", max_model_len=1024, seed=5)
     rt = LlamaCppRuntime()
-    assert rt.supports_loglikelihood is False
+    caps = rt.capabilities(spec, m)
+    assert caps.prompt_logprobs is False
     rt.check(spec, m, (BenchmarkSpec(name="gen", tasks=("demo_gen",)),))
+    harness, tasks_dir = LmEvalHarness(), REPO / "tasks_custom"
+    harness.check_runtime(BenchmarkSpec(name="gen", tasks=("demo_gen",)), caps, tasks_dir)
     with pytest.raises(SpecError, match="shifted by one position") as err:
-        rt.check(spec, m, (BenchmarkSpec(name="mc", tasks=("demo_mc",)),))
+        harness.check_runtime(BenchmarkSpec(name="mc", tasks=("demo_mc",)), caps, tasks_dir)
     assert "benchmark 'mc'" in err.value.message
     with pytest.raises(ModelError, match="declares Q4_K_M"):
         rt.check(spec, replace(m, quant="Q8_0"), ())
@@ -284,11 +290,9 @@ def test_lm_eval_args_for_base_and_chat_models() -> None:
         tokenized_requests=True, num_concurrent=8, max_length=1024, tokenizer="/tok", seed=3
     )
     base = lm_eval_model_for(
-        base_url="http://h:1/v1/",
-        served_model="m",
+        Endpoint("http://h:1/v1/", "m", settings),
         chat=False,
         benchmark=bench,
-        settings=settings,
         output_types={"multiple_choice"},
     )
     assert base.model_type == "local-completions"
@@ -306,11 +310,9 @@ def test_lm_eval_args_for_base_and_chat_models() -> None:
         "seed": 3,
     }
     chat_gen = lm_eval_model_for(
-        base_url="http://h:1/v1",
-        served_model="m",
+        Endpoint("http://h:1/v1", "m", settings),
         chat=True,
         benchmark=bench,
-        settings=settings,
         output_types={"generate_until"},
     )
     assert chat_gen.model_type == "local-chat-completions"
@@ -318,11 +320,9 @@ def test_lm_eval_args_for_base_and_chat_models() -> None:
     assert chat_gen.model_args["tokenized_requests"] is False
     # Chat endpoints have no prompt logprobs: a chat model's loglikelihood tasks use completions.
     chat_ll = lm_eval_model_for(
-        base_url="http://h:1/v1",
-        served_model="m",
+        Endpoint("http://h:1/v1", "m", settings),
         chat=True,
         benchmark=bench,
-        settings=settings,
         output_types={"multiple_choice"},
     )
     assert chat_ll.model_type == "local-completions"

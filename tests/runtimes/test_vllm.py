@@ -18,8 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
+from evallab.harnesses.lm_eval.client import lm_eval_model, lm_eval_model_for
+from evallab.runtimes.base import ClientSettings, Endpoint
 from evallab.runtimes.process import pid_alive
-from evallab.runtimes.server import ClientSettings, lm_eval_model_for
 from evallab.spec import BenchmarkSpec, OpenAIEndpointRuntimeSpec
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
@@ -88,7 +89,7 @@ def test_session_records_what_it_serves(vllm_session, tiny_artifact) -> None:  #
 
 def test_loglikelihoods_match_transformers(vllm_session, rt_tasks, hf_results) -> None:  # type: ignore[no-untyped-def]
     bench = BenchmarkSpec(name="rt", tasks=("rt_mc", "rt_gen"))
-    lm = vllm_session.lm_eval_model(bench)
+    lm = lm_eval_model(vllm_session, bench, chat=False, tasks_dir=rt_tasks)
     assert lm.model_type == "local-completions"
     assert lm.model_args["tokenized_requests"] is True
     assert lm.model_args["base_url"].endswith("/v1/completions")
@@ -111,13 +112,15 @@ def test_loglikelihoods_match_transformers(vllm_session, rt_tasks, hf_results) -
 def test_chat_models_use_chat_completions(vllm_session, rt_tasks) -> None:  # type: ignore[no-untyped-def]
     bench = BenchmarkSpec(name="rtchat", tasks=("rt_gen",), limit=5)
     lm = lm_eval_model_for(
-        base_url=vllm_session.base_url,
-        served_model="tiny",
+        Endpoint(
+            vllm_session.base_url,
+            "tiny",
+            ClientSettings(
+                tokenized_requests=True, num_concurrent=2, max_length=512, tokenizer=None
+            ),
+        ),
         chat=True,
         benchmark=bench,
-        settings=ClientSettings(
-            tokenized_requests=True, num_concurrent=2, max_length=512, tokenizer=None
-        ),
         output_types={"generate_until"},
     )
     assert lm.model_type == "local-chat-completions"
@@ -142,7 +145,8 @@ def test_openai_endpoint_learns_what_the_server_is(vllm_session, tiny_artifact, 
         assert session.info.extra["family"] == "vllm"
         assert session.info.extra["owned_by"] == ["vllm"]
         assert session.health()
-        lm = session.lm_eval_model(BenchmarkSpec(name="ep", tasks=("rt_mc",), limit=5))
+        bench = BenchmarkSpec(name="ep", tasks=("rt_mc",), limit=5)
+        lm = lm_eval_model(session, bench, chat=False, tasks_dir=rt_tasks)
         assert lm.model_type == "local-completions"
         assert lm.model_args["tokenized_requests"] is False
         out = _evaluate(lm.model_type, lm.model_args, ["rt_mc"], rt_tasks, limit=5)
@@ -221,7 +225,7 @@ def test_crash_mid_benchmark_then_restart_reuses_finished_requests(  # type: ign
     vllm_session, big_tasks, tmp_path
 ) -> None:
     bench = BenchmarkSpec(name="big", tasks=("big_mc",))
-    lm = vllm_session.lm_eval_model(bench)
+    lm = lm_eval_model(vllm_session, bench, chat=False, tasks_dir=big_tasks)
     args = dict(lm.model_args, num_concurrent=2)
     cache = tmp_path / "cache" / "requests"
     cache.parent.mkdir()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import shutil
 import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -369,8 +368,7 @@ def _run_harness(
         try:
             return harness.run(request)
         except (HarnessError, RuntimeLaunchError) as second:
-            log_tail: Callable[[], str] | None = getattr(session, "log_tail", None)
-            tail = log_tail() if callable(log_tail) else ""
+            tail = session.log_tail()
             raise HarnessError(
                 f"benchmark {run.bench.name!r} failed twice; the runtime crashed each time "
                 f"({first.what}; then {second.what})"

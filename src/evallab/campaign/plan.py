@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from evallab.environment import EnvironmentInfo, collect_environment
-from evallab.errors import SpecError
 from evallab.harnesses import get_harness
 from evallab.harnesses.base import ScoreRow
 from evallab.harnesses.custom_tasks import tasks_commit, tasks_sha256
@@ -192,17 +191,10 @@ def prepare_campaign(
         runtime = get_runtime(runtime_spec.kind)
         for model in models.values():
             runtime.check(runtime_spec, model, spec.benchmarks)
-            if getattr(runtime, "supports_loglikelihood", True):
-                continue
+            # Each harness decides what it can run on what this runtime can do.
+            capabilities = runtime.capabilities(runtime_spec, model)
             for bench in spec.benchmarks:
-                if get_harness(bench.harness).needs_loglikelihood(bench, tasks_dir):
-                    raise SpecError(
-                        f"runtime {runtime_spec.display!r} can't score loglikelihood tasks, but "
-                        f"benchmark {bench.name!r} has one (its scores would be silently wrong)",
-                        value=", ".join(bench.tasks),
-                        fix="run generation-only tasks on this runtime, or use vllm/transformers "
-                        "for multiple-choice tasks",
-                    )
+                get_harness(bench.harness).check_runtime(bench, capabilities, tasks_dir)
     return PreparedCampaign(
         spec=spec,
         base_dir=base_dir,

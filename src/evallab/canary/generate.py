@@ -8,7 +8,6 @@ import httpx
 
 from evallab.canary.outputs import CANARY_PROMPTS, MAX_TOKENS, CanaryOutput
 from evallab.errors import RuntimeLaunchError
-from evallab.spec import BenchmarkSpec
 
 if TYPE_CHECKING:
     from evallab.models import ModelArtifact
@@ -63,13 +62,13 @@ def _server_canary(session: RuntimeSession, model: ModelArtifact, seed: int) -> 
 
 def _hf_objects(session: RuntimeSession, model: ModelArtifact) -> tuple[Any, Any, str]:
     """The session's already-loaded model and tokenizer when it has them, else load them."""
-    device = str(getattr(getattr(session, "spec", None), "device", "cpu"))
-    try:
-        lm = session.lm_eval_model(BenchmarkSpec(name="canary", tasks=("canary",))).instance
-    except (AttributeError, TypeError):
-        lm = None
-    if lm is not None and hasattr(lm, "model") and hasattr(lm, "tokenizer"):
-        return lm.model, lm.tokenizer, str(getattr(lm, "device", device))
+    weights = session.weights
+    device = weights.device if weights is not None else "cpu"
+    if weights is not None:
+        # The same model object the harnesses score with (loaded once per session).
+        lm = weights.load()
+        if hasattr(lm, "model") and hasattr(lm, "tokenizer"):
+            return lm.model, lm.tokenizer, str(getattr(lm, "device", device))
     # transformers and torch are imported only on this path: seconds of start-up that server
     # sessions (and every module importing the canary) don't need.
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -29,16 +29,14 @@ def install(
     from evallab.runtimes.venvs import install_runtime, parse_pin, runtimes_dir
 
     kind, version = parse_pin(pin)
-    runtime: Any = get_runtime(kind)
-    recipe_for = getattr(runtime, "install_recipe", None)
-    if recipe_for is None:
+    recipe = get_runtime(kind).install_recipe(version, package)
+    if recipe is None:
         installable = [k for k in known_runtimes() if k not in ("transformers", "openai-endpoint")]
         raise SpecError(
             f"runtime kind {kind!r} has nothing to install (it runs in-process or elsewhere)",
             value=pin,
             fix=f"install one of {', '.join(installable)}",
         )
-    recipe = recipe_for(version, package)
     console.print(
         f"Installing {recipe.package}=={recipe.version} into {runtimes_dir()} "
         "(a few minutes the first time)..."

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-
-from evallab.errors import SpecError
 from evallab.harnesses.base import (
     Harness,
     HarnessRequest,
@@ -12,6 +9,7 @@ from evallab.harnesses.base import (
     SampleOutcome,
     ScoreRow,
 )
+from evallab.registry import LazyRegistry
 
 __all__ = [
     "Harness",
@@ -23,15 +21,18 @@ __all__ = [
     "known_harnesses",
 ]
 
-_REGISTRY: dict[str, str] = {
-    "lm_eval": "evallab.harnesses.lm_eval:LmEvalHarness",
-    "code": "evallab.harnesses.code:CodeHarness",
-}
+_REGISTRY: LazyRegistry[Harness] = LazyRegistry(
+    "harness",
+    {
+        "lm_eval": "evallab.harnesses.lm_eval:LmEvalHarness",
+        "code": "evallab.harnesses.code:CodeHarness",
+    },
+)
 
 
 def known_harnesses() -> list[str]:
     """Names of every registered harness."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def get_harness(name: str) -> Harness:
@@ -40,11 +41,4 @@ def get_harness(name: str) -> Harness:
     Raises:
         SpecError: no harness has that name.
     """
-    target = _REGISTRY.get(name)
-    if target is None:
-        raise SpecError(
-            "unknown harness", value=name, fix=f"use one of {', '.join(known_harnesses())}"
-        )
-    module, attr = target.split(":")
-    harness: Harness = getattr(importlib.import_module(module), attr)()
-    return harness
+    return _REGISTRY.create(name)

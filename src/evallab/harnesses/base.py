@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from evallab.models import ModelArtifact
-    from evallab.runtimes.base import RuntimeSession
+    from evallab.runtimes.base import Capabilities, RuntimeSession
     from evallab.spec import BenchmarkSpec
 
 __all__ = [
@@ -96,8 +96,14 @@ class Harness(Protocol):
         """Raise UnknownTaskError/SpecError before any model is loaded."""
         ...
 
-    def needs_loglikelihood(self, benchmark: BenchmarkSpec, tasks_dir: Path) -> bool:
-        """Whether any task of ``benchmark`` scores by loglikelihood (some runtimes can't)."""
+    def check_runtime(
+        self, benchmark: BenchmarkSpec, capabilities: Capabilities, tasks_dir: Path
+    ) -> None:
+        """Raise SpecError if ``benchmark`` needs something a runtime with ``capabilities`` lacks.
+
+        The one place a harness refuses a runtime (before anything starts, and again before a
+        run, should a caller skip the campaign's checks).
+        """
         ...
 
     def run(self, request: HarnessRequest) -> HarnessResult:

@@ -5,13 +5,22 @@ An unknown kind lists the known ones.
 
 from __future__ import annotations
 
-import importlib
-
-from evallab.errors import SpecError
-from evallab.runtimes.base import LmEvalModel, Runtime, RuntimeInfo, RuntimeSession
+from evallab.registry import LazyRegistry
+from evallab.runtimes.base import (
+    Capabilities,
+    ClientSettings,
+    Endpoint,
+    LocalWeights,
+    Runtime,
+    RuntimeInfo,
+    RuntimeSession,
+)
 
 __all__ = [
-    "LmEvalModel",
+    "Capabilities",
+    "ClientSettings",
+    "Endpoint",
+    "LocalWeights",
     "Runtime",
     "RuntimeInfo",
     "RuntimeSession",
@@ -19,19 +28,22 @@ __all__ = [
     "known_runtimes",
 ]
 
-# kind -> "module:attribute"; modules import heavy dependencies only when used.
-_REGISTRY: dict[str, str] = {
-    "transformers": "evallab.runtimes.transformers:TransformersRuntime",
-    "vllm": "evallab.runtimes.vllm:VLLMRuntime",
-    "llamacpp": "evallab.runtimes.llamacpp:LlamaCppRuntime",
-    "sglang": "evallab.runtimes.sglang:SGLangRuntime",
-    "openai-endpoint": "evallab.runtimes.openai_endpoint:OpenAIEndpointRuntime",
-}
+# Modules import heavy dependencies only when used.
+_REGISTRY: LazyRegistry[Runtime] = LazyRegistry(
+    "runtime kind",
+    {
+        "transformers": "evallab.runtimes.transformers:TransformersRuntime",
+        "vllm": "evallab.runtimes.vllm:VLLMRuntime",
+        "llamacpp": "evallab.runtimes.llamacpp:LlamaCppRuntime",
+        "sglang": "evallab.runtimes.sglang:SGLangRuntime",
+        "openai-endpoint": "evallab.runtimes.openai_endpoint:OpenAIEndpointRuntime",
+    },
+)
 
 
 def known_runtimes() -> list[str]:
     """Names of every registered runtime kind."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def get_runtime(kind: str) -> Runtime:
@@ -40,12 +52,4 @@ def get_runtime(kind: str) -> Runtime:
     Raises:
         SpecError: no runtime has that name.
     """
-    target = _REGISTRY.get(kind)
-    if target is None:
-        raise SpecError(
-            "unknown runtime kind", value=kind, fix=f"use one of {', '.join(known_runtimes())}"
-        )
-    module, attr = target.split(":")
-    cls = getattr(importlib.import_module(module), attr)
-    runtime: Runtime = cls()
-    return runtime
+    return _REGISTRY.create(kind)

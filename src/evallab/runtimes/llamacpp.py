@@ -1,8 +1,9 @@
 """llama-cpp-python's OpenAI-compatible server for GGUF quants (generation tasks only).
 
 Its ``/v1/completions`` with ``echo`` returns prompt logprobs shifted by one position, so
-loglikelihood and multiple-choice scores would come out silently wrong: the lab refuses those
-tasks before the run. The GGUF file's sha256 and quant type (read from its header) are recorded.
+loglikelihood and multiple-choice scores would come out silently wrong: its capabilities say so,
+and harnesses refuse those tasks before the run. The GGUF file's sha256 and quant type (read
+from its header) are recorded.
 """
 
 from __future__ import annotations
@@ -12,16 +13,11 @@ import struct
 from pathlib import Path
 from typing import BinaryIO
 
-from evallab.errors import ModelError, SpecError
+from evallab.errors import ModelError
 from evallab.models import ModelArtifact, sha256_file
+from evallab.runtimes.base import Capabilities, ClientSettings, expect_spec
 from evallab.runtimes.process import check_port_free
-from evallab.runtimes.server import (
-    LOGLIKELIHOOD_TYPES,
-    ClientSettings,
-    ServerLaunch,
-    ServerSession,
-    benchmark_output_types,
-)
+from evallab.runtimes.server import ServerLaunch, ServerSession
 from evallab.runtimes.venvs import InstallRecipe, find_installed
 from evallab.spec import BenchmarkSpec, LlamaCppRuntimeSpec, RuntimeSpec
 
@@ -180,7 +176,6 @@ class LlamaCppRuntime:
     """llama-cpp-python's server from ``<runtimes dir>/llama-cpp-python-<version>``."""
 
     kind = "llamacpp"
-    supports_loglikelihood = False
 
     @staticmethod
     def install_recipe(version: str, package: str | None = None) -> InstallRecipe:
@@ -193,27 +188,26 @@ class LlamaCppRuntime:
             import_name="llama_cpp.server",
         )
 
+    def capabilities(self, spec: RuntimeSpec, model: ModelArtifact) -> Capabilities:
+        """Generation only: prompt logprobs come back shifted, and prompts go as text."""
+        return Capabilities(
+            prompt_logprobs=False,
+            prompt_logprobs_caveat=LOGLIKELIHOOD_REFUSAL,
+            local_tokenizer=False,
+        )
+
     def check(
         self, spec: RuntimeSpec, model: ModelArtifact, benchmarks: tuple[BenchmarkSpec, ...]
     ) -> None:
-        """Refuse loglikelihood tasks, non-GGUF models, a missing venv, a taken port.
+        """Refuse non-GGUF models, a missing venv, a taken port.
 
         Raises:
-            SpecError: a benchmark scores prompts, or the spec is of another kind.
-            ModelError: no GGUF file.
+            SpecError: the spec is of another kind.
+            ModelError: no GGUF file, or one whose quant type isn't the model's label.
             RuntimeLaunchError: the runtime virtualenv isn't installed.
             PortInUseError: the fixed port is taken.
         """
-        if not isinstance(spec, LlamaCppRuntimeSpec):
-            raise SpecError("llamacpp runtime got a spec of another kind", value=spec.kind)
-        for bench in benchmarks:
-            if benchmark_output_types(bench) & LOGLIKELIHOOD_TYPES:
-                raise SpecError(
-                    LOGLIKELIHOOD_REFUSAL,
-                    value=f"benchmark {bench.name!r} ({', '.join(bench.tasks)})",
-                    fix="run generation tasks on llamacpp, and loglikelihood/multiple-choice "
-                    "tasks on vllm or transformers",
-                )
+        spec = expect_spec(spec, LlamaCppRuntimeSpec, self.kind)
         path = gguf_path(model)
         declared = gguf_file_type(path)
         if model.quant not in ("none", "") and model.quant.upper() != declared.upper():
@@ -234,8 +228,7 @@ class LlamaCppRuntime:
             RuntimeLaunchError: not installed, crashed while starting, or never healthy.
         """
         self.check(spec, model, ())
-        if not isinstance(spec, LlamaCppRuntimeSpec):
-            raise SpecError("llamacpp runtime got a spec of another kind", value=spec.kind)
+        spec = expect_spec(spec, LlamaCppRuntimeSpec, self.kind)
         venv = find_installed(self.kind, spec.version, _PACKAGE)
         path = gguf_path(model)
 
@@ -264,7 +257,7 @@ class LlamaCppRuntime:
                 tokenizer=None,
                 seed=spec.seed,
             ),
-            refuse_loglikelihood=LOGLIKELIHOOD_REFUSAL,
+            capabilities=self.capabilities(spec, model),
             extra={
                 "venv": venv.path,
                 "venv_freeze_sha256": venv.freeze_sha256,

@@ -16,17 +16,24 @@ import httpx
 
 from evallab.errors import RuntimeLaunchError, SpecError
 from evallab.models import ModelArtifact
-from evallab.runtimes.base import LmEvalModel, RuntimeInfo
-from evallab.runtimes.server import (
-    LOGLIKELIHOOD_TYPES,
+from evallab.runtimes.base import (
+    Capabilities,
     ClientSettings,
-    benchmark_output_types,
-    lm_eval_model_for,
-    probe_json,
+    Endpoint,
+    RuntimeInfo,
+    expect_spec,
 )
+from evallab.runtimes.server import probe_json
+from evallab.runtimes.venvs import InstallRecipe
 from evallab.spec import BenchmarkSpec, OpenAIEndpointRuntimeSpec, RuntimeSpec
 
-__all__ = ["VERSION_PROBES", "EndpointSession", "OpenAIEndpointRuntime", "describe_endpoint"]
+__all__ = [
+    "VERSION_PROBES",
+    "EndpointSession",
+    "OpenAIEndpointRuntime",
+    "describe_endpoint",
+    "local_tokenizer",
+]
 
 #: (path, server family) probed in order; the first JSON object answering wins.
 VERSION_PROBES: tuple[tuple[str, str], ...] = (
@@ -43,6 +50,15 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json"
 def _root(base_url: str) -> str:
     root = base_url.rstrip("/")
     return root[: -len("/v1")] if root.endswith("/v1") else root
+
+
+def local_tokenizer(spec: OpenAIEndpointRuntimeSpec, model: ModelArtifact) -> str | None:
+    """The tokenizer folder to count tokens with: the runtime's, else the model's own, if any."""
+    if spec.tokenizer:
+        return spec.tokenizer
+    if any((model.path / f).exists() for f in _TOKENIZER_FILES):
+        return str(model.path)
+    return None
 
 
 def _headers(spec: OpenAIEndpointRuntimeSpec) -> dict[str, str]:
@@ -109,18 +125,17 @@ def describe_endpoint(spec: OpenAIEndpointRuntimeSpec) -> dict[str, Any]:
 class EndpointSession:
     """A session on a server the lab does not own; implements :class:`RuntimeSession`."""
 
-    def __init__(self, spec: OpenAIEndpointRuntimeSpec, model: ModelArtifact) -> None:
+    def __init__(
+        self, spec: OpenAIEndpointRuntimeSpec, model: ModelArtifact, capabilities: Capabilities
+    ) -> None:
         self.spec = spec
         self.model = model
         self.served_model = spec.served_model or model.name
+        self.capabilities = capabilities
         self.info = self._describe()
 
     def _tokenizer(self) -> str | None:
-        if self.spec.tokenizer:
-            return self.spec.tokenizer
-        if any((self.model.path / f).exists() for f in _TOKENIZER_FILES):
-            return str(self.model.path)
-        return None
+        return local_tokenizer(self.spec, self.model)
 
     def _describe(self) -> RuntimeInfo:
         found = describe_endpoint(self.spec)
@@ -150,36 +165,25 @@ class EndpointSession:
             },
         )
 
-    def lm_eval_model(self, benchmark: BenchmarkSpec) -> LmEvalModel:
-        """lm-eval args for ``benchmark``; prompts go as text (token-id prompts aren't portable).
-
-        Raises:
-            RuntimeLaunchError: a loglikelihood benchmark without a local tokenizer.
-        """
-        tokenizer = self._tokenizer()
-        types: set[str] = set()
-        if tokenizer is None or self.model.chat:
-            types = benchmark_output_types(benchmark)
-        if tokenizer is None and types & LOGLIKELIHOOD_TYPES:
-            raise RuntimeLaunchError(
-                "loglikelihood tasks need the model's tokenizer locally to count context tokens",
-                value=f"benchmark {benchmark.name!r}",
-                fix="set 'tokenizer' in the openai-endpoint runtime to a tokenizer folder",
-            )
-        return lm_eval_model_for(
-            base_url=self.spec.base_url,
-            served_model=self.served_model,
-            chat=self.model.chat,
-            benchmark=benchmark,
-            settings=ClientSettings(
+    @property
+    def endpoint(self) -> Endpoint:
+        """The server; prompts go as text (token-id prompts aren't portable across servers)."""
+        return Endpoint(
+            self.spec.base_url,
+            self.served_model,
+            ClientSettings(
                 tokenized_requests=False,
                 num_concurrent=self.spec.concurrency,
                 max_length=self.spec.max_model_len,
-                tokenizer=tokenizer,
+                tokenizer=self._tokenizer(),
                 api_key_env=self.spec.api_key_env,
             ),
-            output_types=types,
         )
+
+    @property
+    def weights(self) -> None:
+        """The server holds its own weights."""
+        return None
 
     def health(self) -> bool:
         """True while ``/v1/models`` answers 200."""
@@ -208,6 +212,10 @@ class EndpointSession:
     def stop(self) -> None:
         """Nothing to stop: the server belongs to someone else."""
 
+    def log_tail(self, lines: int = 40) -> str:
+        """The server's log isn't the lab's to read."""
+        return ""
+
     def __enter__(self) -> EndpointSession:
         return self
 
@@ -219,7 +227,16 @@ class OpenAIEndpointRuntime:
     """Factory for :class:`EndpointSession`."""
 
     kind = "openai-endpoint"
-    supports_loglikelihood = True
+
+    @staticmethod
+    def install_recipe(version: str, package: str | None = None) -> InstallRecipe | None:
+        """Nothing to install: the server is someone else's."""
+        return None
+
+    def capabilities(self, spec: RuntimeSpec, model: ModelArtifact) -> Capabilities:
+        """Prompt logprobs, counted with a local tokenizer when one is at hand."""
+        spec = expect_spec(spec, OpenAIEndpointRuntimeSpec, self.kind)
+        return Capabilities(local_tokenizer=local_tokenizer(spec, model) is not None)
 
     def check(
         self, spec: RuntimeSpec, model: ModelArtifact, benchmarks: tuple[BenchmarkSpec, ...]
@@ -229,8 +246,7 @@ class OpenAIEndpointRuntime:
         Raises:
             SpecError: wrong spec kind, or a base URL that isn't http(s)://.../v1.
         """
-        if not isinstance(spec, OpenAIEndpointRuntimeSpec):
-            raise SpecError("openai-endpoint runtime got a spec of another kind", value=spec.kind)
+        spec = expect_spec(spec, OpenAIEndpointRuntimeSpec, self.kind)
         url = spec.base_url.rstrip("/")
         if not url.startswith(("http://", "https://")) or not url.endswith("/v1"):
             raise SpecError(
@@ -252,6 +268,5 @@ class OpenAIEndpointRuntime:
             RuntimeLaunchError: the server doesn't answer or doesn't serve the model.
         """
         self.check(spec, model, ())
-        if not isinstance(spec, OpenAIEndpointRuntimeSpec):
-            raise SpecError("openai-endpoint runtime got a spec of another kind", value=spec.kind)
-        return EndpointSession(spec, model)
+        spec = expect_spec(spec, OpenAIEndpointRuntimeSpec, self.kind)
+        return EndpointSession(spec, model, self.capabilities(spec, model))

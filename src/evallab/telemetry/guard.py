@@ -27,7 +27,7 @@ from evallab.telemetry.sampler import TelemetryRow, TelemetrySampler
 if TYPE_CHECKING:
     from evallab.harnesses.base import Harness, HarnessRequest, HarnessResult
     from evallab.models import ModelArtifact
-    from evallab.runtimes.base import RuntimeSession
+    from evallab.runtimes.base import Capabilities, RuntimeSession
     from evallab.store import Store
 
 __all__ = ["CampaignGuard", "ChecksSpecHolder"]
@@ -76,8 +76,10 @@ class _SampledHarness:
     def check(self, benchmark: BenchmarkSpec, tasks_dir: Path, base_dir: Path) -> None:
         self._inner.check(benchmark, tasks_dir, base_dir)
 
-    def needs_loglikelihood(self, benchmark: BenchmarkSpec, tasks_dir: Path) -> bool:
-        return self._inner.needs_loglikelihood(benchmark, tasks_dir)
+    def check_runtime(
+        self, benchmark: BenchmarkSpec, capabilities: Capabilities, tasks_dir: Path
+    ) -> None:
+        self._inner.check_runtime(benchmark, capabilities, tasks_dir)
 
     def run(self, request: HarnessRequest) -> HarnessResult:
         with self._guard.sampler() as rows:

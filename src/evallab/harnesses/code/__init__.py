@@ -41,6 +41,7 @@ from evallab.harnesses.code.generation import (
     run_generation,
 )
 from evallab.harnesses.code.scoring import SAMPLE_SCHEMA, score_task
+from evallab.runtimes.base import Capabilities
 from evallab.sandbox import Sandbox, SandboxConfig
 from evallab.spec import BenchmarkSpec
 
@@ -106,9 +107,10 @@ class CodeHarness:
                 fix=f"set generation.n >= {max(bad)} or drop those k values",
             )
 
-    def needs_loglikelihood(self, benchmark: BenchmarkSpec, tasks_dir: Path) -> bool:
-        """Code benchmarks only generate."""
-        return False
+    def check_runtime(
+        self, benchmark: BenchmarkSpec, capabilities: Capabilities, tasks_dir: Path
+    ) -> None:
+        """Code benchmarks only generate: every runtime can serve them."""
 
     @staticmethod
     def _file(benchmark: BenchmarkSpec, task: str, base_dir: Path) -> Path | None:
@@ -268,17 +270,19 @@ class CodeHarness:
         task: str,
         shared: dict[str, Any],
     ) -> Generator:
-        info = request.session.info
-        if info.base_url:
-            served = str(info.extra.get("served_model") or request.model.name)
+        endpoint = request.session.endpoint
+        if endpoint is not None:
             api_key = None
-            spec = getattr(request.session, "spec", None)
-            key_env = getattr(spec, "api_key_env", None)
+            key_env = endpoint.settings.api_key_env
             if key_env:
-                api_key = os.environ.get(str(key_env))
-            concurrency = int(getattr(spec, "concurrency", 8) or 8)
+                api_key = os.environ.get(key_env)
             gen = ServerGenerator(
-                info.base_url, served, settings, task, concurrency=concurrency, api_key=api_key
+                endpoint.base_url,
+                endpoint.served_model,
+                settings,
+                task,
+                concurrency=endpoint.settings.num_concurrent,
+                api_key=api_key,
             )
             shared[f"server:{task}"] = gen
             return gen
@@ -291,16 +295,10 @@ class CodeHarness:
 
     @staticmethod
     def _load_transformers(request: HarnessRequest) -> tuple[Any, Any, int]:
-        # Reuse the model the in-process runtime already loaded for lm-eval, if it exposes one.
-        session = request.session
-        lm_model = None
-        lm_eval_model = getattr(session, "lm_eval_model", None)
-        args: dict[str, Any] = {}
-        if callable(lm_eval_model):
-            lm_model = lm_eval_model(request.benchmark)
-            args = dict(getattr(lm_model, "model_args", {}) or {})
-        instance = getattr(lm_model, "instance", None)
-        max_length = int(args.get("max_length") or 2048)
+        # Reuse the model the in-process session already loaded (one copy in memory).
+        weights = request.session.weights
+        instance = weights.load() if weights is not None else None
+        max_length = weights.max_length if weights is not None else 2048
         model = getattr(instance, "model", None)
         tok = getattr(instance, "tokenizer", None)
         if model is not None and tok is not None:
@@ -309,7 +307,7 @@ class CodeHarness:
             request.model.path,
             GenerationSettings(1, 0.0, 1.0, 1, 0, False),
             "",
-            device=str(args.get("device") or "cpu"),
-            dtype=str(args.get("dtype") or "float32"),
+            device=weights.device if weights is not None else "cpu",
+            dtype=weights.dtype if weights is not None else "float32",
         )
         return standalone.model, standalone.tokenizer, max_length
