@@ -7,7 +7,7 @@ from datetime import timedelta
 import asyncpg
 from checks_seed import T0, add_run, new_campaign, off_loop, run
 
-from evallab.analysis.regressions import find_regressions, list_regressions
+from evallab.analysis.regressions import find_regressions
 from evallab.analysis.repro import find_repro_violations
 from evallab.spec import ChecksSpec
 from evallab.store import Store
@@ -61,7 +61,7 @@ def test_score_far_below_history_is_a_regression(migrated_dsn: str) -> None:
             assert "0.46 vs mean 0.5" in reg.describe()
             view = await conn.fetch("SELECT run_id, value, history_n FROM v_regressions")
             assert [(r["run_id"], r["value"], r["history_n"]) for r in view] == [(rid, 0.46, 8)]
-            listed = await off_loop(list_regressions, store, model="tiny-a")
+            listed = await off_loop(lambda: store.recent_regressions(model="tiny-a"))
             assert [r.run_id for r in listed] == [rid]
             # Invalidating the run later removes it from the view.
             await off_loop(store.mark_invalid, rid, "another process used the run's GPU")

@@ -8,14 +8,12 @@ with status ``succeeded`` (invalid runs never count). Every score's check is sto
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from datetime import datetime
 
 from evallab.spec import ChecksSpec
 from evallab.store import Store
 from evallab.store.checks import Regression
 
-__all__ = ["Regression", "find_regressions", "list_regressions"]
+__all__ = ["Regression", "find_regressions"]
 
 
 def find_regressions(store: Store, run_id: uuid.UUID, checks: ChecksSpec) -> list[Regression]:
@@ -35,23 +33,3 @@ def find_regressions(store: Store, run_id: uuid.UUID, checks: ChecksSpec) -> lis
         The run's regressions, worst first.
     """
     return store.check_scores(run_id, checks.regression_sigma, checks.regression_min_history)
-
-
-def list_regressions(
-    store: Store,
-    *,
-    run_ids: Sequence[uuid.UUID] | None = None,
-    since: datetime | None = None,
-    model: str | None = None,
-    limit: int = 200,
-) -> list[Regression]:
-    """Regressions recorded in ``v_regressions`` (valid runs only), newest first.
-
-    Args:
-        store: The results database.
-        run_ids: Only these runs (e.g. a campaign's).
-        since: Only runs started at or after this time.
-        model: Only this model name.
-        limit: At most this many rows.
-    """
-    return store.recent_regressions(run_ids=run_ids, since=since, model=model, limit=limit)

@@ -120,12 +120,11 @@ def regressions(
     limit: Annotated[int, typer.Option(help="At most this many rows.")] = 200,
 ) -> None:
     """List scores more than the configured sigma below their history (valid runs only)."""
-    from evallab.analysis.regressions import list_regressions
     from evallab.store import Store
 
     since = datetime.now(UTC) - timedelta(days=days)
     with Store.open() as store:
-        found = list_regressions(store, since=since, model=model, limit=limit)
+        found = store.recent_regressions(since=since, model=model, limit=limit)
     if not found:
         console.print(f"no regressions in the last {days} days")
         return

@@ -13,8 +13,7 @@ from evallab.analysis.paired import Comparison, compare_runs
 from evallab.analysis.selectors import ensure_not_empty
 from evallab.errors import ComparisonError
 from evallab.store import Store
-from evallab.store.analysis import RunRef, run_ref
-from evallab.store.reports import StoredScore
+from evallab.store.analysis import RunRef, ScoreValue, run_ref
 
 __all__ = [
     "ComparisonPage",
@@ -38,7 +37,7 @@ class RunView:
 
     ref: RunRef
     row: dict[str, Any]
-    scores: list[StoredScore] = field(default_factory=list)
+    scores: list[ScoreValue] = field(default_factory=list)
 
     @property
     def href(self) -> str:

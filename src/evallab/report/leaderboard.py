@@ -7,7 +7,7 @@ from typing import Any
 
 from evallab.report import svg
 from evallab.report.data import RunView, slug
-from evallab.store.reports import StoredScore
+from evallab.store.analysis import ScoreValue
 
 __all__ = ["leaderboard", "model_history", "primary_metric"]
 
@@ -36,7 +36,7 @@ def leaderboard(runs: list[RunView]) -> dict[str, Any]:
             for s in r.scores:
                 metrics[s.task].add((s.metric, s.filter))
     primary = {task: primary_metric(ms) for task, ms in metrics.items()}
-    latest: dict[tuple[str, str], tuple[RunView, StoredScore]] = {}
+    latest: dict[tuple[str, str], tuple[RunView, ScoreValue]] = {}
     for r in runs:  # ordered by start time: later runs overwrite earlier ones
         if r.ref.status != "succeeded":
             continue

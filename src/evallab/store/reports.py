@@ -13,6 +13,7 @@ from uuid import UUID
 
 import asyncpg
 
+from evallab.store.analysis import ScoreValue
 from evallab.store.connection import StoreConnection
 from evallab.store.ingest import register_codecs
 
@@ -20,24 +21,9 @@ __all__ = [
     "CanarySummary",
     "ReportQueries",
     "SiteRun",
-    "StoredScore",
     "TelemetryPoint",
     "TelemetrySummary",
 ]
-
-
-@dataclass(frozen=True)
-class StoredScore:
-    """One row of ``scores``."""
-
-    run_id: UUID
-    task: str
-    metric: str
-    filter: str
-    value: float
-    stderr: float | None
-    n: int
-    higher_is_better: bool | None
 
 
 @dataclass
@@ -46,7 +32,7 @@ class SiteRun:
 
     columns: dict[str, Any]
     """Column name -> value (``campaign`` is the campaign's name; jsonb columns decoded)."""
-    scores: list[StoredScore] = field(default_factory=list)
+    scores: list[ScoreValue] = field(default_factory=list)
     """Its scores, ordered by task, metric and filter."""
 
 
@@ -108,7 +94,7 @@ class ReportQueries(StoreConnection):
                 "SELECT run_id, task, metric, filter, value, stderr, n, higher_is_better "
                 "FROM scores ORDER BY task, metric, filter"
             ):
-                runs[s["run_id"]].scores.append(StoredScore(**dict(s)))
+                runs[s["run_id"]].scores.append(ScoreValue(**dict(s)))
             return list(runs.values())
 
         return self.run(work)
