@@ -63,7 +63,7 @@ def test_orchestration_without_a_checkout_is_a_clear_error(tmp_path: Path) -> No
         "from pathlib import Path\n"
         "import evallab.cli.prefect as p\n"
         "from evallab.errors import OrchestrationError\n"
-        f"p.REPO_ROOT = Path({str(tmp_path)!r})\n"
+        "p.source_checkout = lambda: None  # as a wheel install: no checkout of its own\n"
         "try:\n"
         "    p._orchestration('flows.submit')\n"
         "except OrchestrationError as exc:\n"
