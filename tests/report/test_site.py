@@ -237,3 +237,22 @@ def test_comparison_page_matches_compare(seeded: Seeded, site: tuple[SiteSummary
             assert shot.stat().st_size > 10_000
 
     asyncio.run(check())
+
+
+def test_campaigns_publishing_at_once_leave_one_complete_site(
+    seeded: Seeded, tmp_path: Path
+) -> None:
+    # Two campaign flows on two GPUs finish together and both rebuild the leaderboard into the
+    # same folder: each build is rendered aside and swapped in, so both succeed and the folder
+    # holds one whole site, nothing half-deleted and no staging folder left behind.
+    from concurrent.futures import ThreadPoolExecutor
+
+    out = tmp_path / "site"
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        summaries = list(pool.map(lambda _: _build_site(seeded.dsn, out), range(3)))
+    assert {s.out_dir for s in summaries} == {out.resolve()}
+    expected = {p.relative_to(out.resolve()) for p in summaries[0].files}
+    on_disk = {p.relative_to(out) for p in out.rglob("*.html")}
+    assert on_disk == expected
+    assert len(expected) == summaries[0].pages > 5
+    assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == ["site"]

@@ -13,8 +13,11 @@ Pages:
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shutil
+import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -159,11 +162,13 @@ def build_site(store: Store, out_dir: Path, *, resamples: int = 10_000) -> SiteS
     comparisons = comparison_pages(store, matrices, resamples)
 
     out = out_dir.resolve()
+    staging: Path | None = None
     try:
-        if out.exists():
-            shutil.rmtree(out)
-        out.mkdir(parents=True)
-        w = _Writer(out)
+        # Rendered beside the destination, then swapped in: a reader (or another campaign
+        # publishing at the same moment) never sees a half-written or half-deleted site.
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        w = _Writer(staging)
         _write_pages(w, runs, campaigns, matrices, comparisons)
         for r in runs:
             tel = telemetry.get(r.ref.run_id)
@@ -178,13 +183,33 @@ def build_site(store: Store, out_dir: Path, *, resamples: int = 10_000) -> SiteS
                 telemetry_charts=_telemetry_charts(tel),
                 slug=slug,
             )
+        _swap_in(staging, out)
+        staging = None
     except OSError as exc:
         raise StorageError(
             f"cannot write the report site: {exc}",
             value=out,
             fix="pass a writable folder with --out",
         ) from exc
-    return SiteSummary(out, len(w.files), len(runs), len(comparisons), tuple(w.files))
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+    files = tuple(out / f.relative_to(w.out) for f in w.files)
+    return SiteSummary(out, len(files), len(runs), len(comparisons), files)
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """Replace ``out`` by ``staging`` (two renames, under a lock shared by every publisher)."""
+    lock = os.open(out.parent / f".{out.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        old = out.parent / f"{staging.name}.old"
+        if out.exists():
+            out.rename(old)
+        staging.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        os.close(lock)  # closing the descriptor releases the lock
 
 
 def _write_pages(
