@@ -70,7 +70,8 @@ class LmEvalHarness:
                 continue
             if builtin is None:
                 # lm-eval's own names: a custom folder's YAMLs count only as discovered above.
-                builtin = task_catalog().names
+                # The catalog with the custom folder is the one pins already built (cached).
+                builtin = task_catalog([tasks_dir]).builtin_names
             if task not in builtin:
                 close = difflib.get_close_matches(task, [*custom, *builtin], n=5, cutoff=0.6)
                 hint = f"did you mean {', '.join(close)}? " if close else ""

@@ -63,6 +63,11 @@ class TaskCatalog:
         self._groups = frozenset(self.manager.all_groups)
         self._tags = frozenset(self.manager.all_tags)
         self.names: frozenset[str] = frozenset(self.manager.all_tasks)
+        folders = [Path(p).resolve() for p in include]
+        self.builtin_names: frozenset[str] = frozenset(
+            name for name in self.names if not _inside(self._index[name], folders)
+        )
+        """lm-eval's own tasks, groups and tags (not those of the include folders)."""
 
     def leaves(self, name: str) -> list[TaskConfig]:
         """Every leaf task ``name`` stands for (itself, or a group's/tag's members).
@@ -112,6 +117,14 @@ class TaskCatalog:
         return out
 
 
+def _inside(entry: Any, folders: Sequence[Path]) -> bool:
+    path = getattr(entry, "yaml_path", None)
+    if not path or not folders:
+        return False
+    resolved = Path(path).resolve()
+    return any(resolved.is_relative_to(f) for f in folders)
+
+
 @functools.lru_cache(maxsize=8)
 def _catalog(include: tuple[str, ...]) -> TaskCatalog:
     return TaskCatalog(include)
@@ -119,10 +132,12 @@ def _catalog(include: tuple[str, ...]) -> TaskCatalog:
 
 def task_catalog(include_paths: Iterable[Path | str] = ()) -> TaskCatalog:
     """The (cached) catalog with the given custom task folders; missing folders are skipped."""
+    # Resolved, so one folder named two ways builds lm-eval's index (seconds) only once.
     include: list[str] = []
     for p in include_paths:
-        if Path(p).is_dir() and str(p) not in include:
-            include.append(str(p))
+        folder = str(Path(p).resolve())
+        if Path(folder).is_dir() and folder not in include:
+            include.append(folder)
     return _catalog(tuple(include))
 
 
