@@ -124,13 +124,10 @@ def results_database() -> Iterator[str]:
     :func:`evallab.store.db.database` (``evallab.toml``, or the embedded server, started for the
     duration if needed).
     """
-    if os.environ.get("EVALLAB_DATABASE_URL"):
-        with database() as dsn:
-            yield dsn
-        return
-    block = _load_optional(ResultsDatabase, RESULTS_DB_BLOCK)
-    if isinstance(block, ResultsDatabase):
-        yield block.get_dsn()
-        return
+    if not os.environ.get("EVALLAB_DATABASE_URL"):
+        block = _load_optional(ResultsDatabase, RESULTS_DB_BLOCK)
+        if isinstance(block, ResultsDatabase):
+            yield block.get_dsn()
+            return
     with database() as dsn:
         yield dsn
