@@ -30,8 +30,7 @@ _CONNECTION_LOST: tuple[type[BaseException], ...] = (
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
-    ConnectionError,
-    OSError,
+    OSError,  # a broken socket (ConnectionError and friends)
 )
 _CLOSE_ERRORS: tuple[type[BaseException], ...] = (*_CONNECTION_LOST, TimeoutError)
 
