@@ -9,6 +9,7 @@ output type — comes from here, read from lm-eval's task index (``TaskManager.t
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,9 +64,16 @@ class TaskCatalog:
         self._groups = frozenset(self.manager.all_groups)
         self._tags = frozenset(self.manager.all_tags)
         self.names: frozenset[str] = frozenset(self.manager.all_tasks)
-        folders = [Path(p).resolve() for p in include]
+        # lm-eval records each YAML's path under the folder as it was given: a prefix test
+        # (the folder as given and resolved) tells custom entries apart without touching disk.
+        prefixes = tuple(
+            {f"{folder}{os.sep}" for p in include for folder in (str(p), str(Path(p).resolve()))}
+        )
         self.builtin_names: frozenset[str] = frozenset(
-            name for name in self.names if not _inside(self._index[name], folders)
+            name
+            for name in self.names
+            if not prefixes
+            or not str(getattr(self._index[name], "yaml_path", "") or "").startswith(prefixes)
         )
         """lm-eval's own tasks, groups and tags (not those of the include folders)."""
 
@@ -115,14 +123,6 @@ class TaskCatalog:
                 else:  # an inline task, defined by the dict itself
                     out.append(TaskConfig(str(task), merged))
         return out
-
-
-def _inside(entry: Any, folders: Sequence[Path]) -> bool:
-    path = getattr(entry, "yaml_path", None)
-    if not path or not folders:
-        return False
-    resolved = Path(path).resolve()
-    return any(resolved.is_relative_to(f) for f in folders)
 
 
 @functools.lru_cache(maxsize=8)
