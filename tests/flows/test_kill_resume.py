@@ -19,7 +19,7 @@ from tests.helpers import EVALLAB, REPO, campaign_yaml, fetch
 
 pytestmark = [pytest.mark.prefect_server, pytest.mark.slow]
 
-KILLS = int(os.environ.get("EVALLAB_KILL_TEST_KILLS", "5"))
+KILLS = int(os.environ.get("EVALLAB_KILL_TEST_KILLS", "3"))
 BENCHMARKS = """  - {name: mc, tasks: [demo_mc], limit: 4}
   - {name: gen, tasks: [demo_gen], limit: 4}
   - {name: mc0, tasks: [demo_mc], limit: 3, num_fewshot: 0}

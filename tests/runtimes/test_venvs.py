@@ -79,3 +79,40 @@ def test_cli_refuses_in_process_runtimes(tmp_path: Path, monkeypatch: pytest.Mon
     result = CliRunner().invoke(app, ["install", "nosuch==1"])
     assert isinstance(result.exception, SpecError)
     assert "unknown runtime kind" in result.exception.message
+
+
+@pytest.mark.slow
+def test_source_build_is_cached_by_its_flags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A real source build (six's sdist, compiled to a wheel by pip) through the flag-keyed cache.
+    monkeypatch.setenv("EVALLAB_RUNTIMES_DIR", str(tmp_path / "runtimes"))
+    monkeypatch.setenv("EVALLAB_WHEEL_CACHE", str(tmp_path / "wheels"))
+    recipe = InstallRecipe(
+        package="six", version="1.17.0", import_name="six", build_env={"DEMO_FLAGS": "-O2"}
+    )
+    item = install_runtime("demo", recipe)
+    houses = sorted((tmp_path / "wheels").iterdir())
+    assert len(houses) == 1 and houses[0].name.startswith("six-1.17.0-")
+    wheel = next(houses[0].glob("six-1.17.0-*.whl"))
+    assert json.loads((houses[0] / "build.json").read_text()) == {"env": {"DEMO_FLAGS": "-O2"}}
+    assert json.loads(item.extra["build_env"]) == {"DEMO_FLAGS": "-O2"}
+    assert find_installed("demo", "1.17.0", "six").extra["build_env"] == item.extra["build_env"]
+
+    built_at = wheel.stat().st_mtime_ns
+    install_runtime("demo", recipe, force=True)  # same flags: the cached wheel, not a rebuild
+    assert wheel.stat().st_mtime_ns == built_at and len(list((tmp_path / "wheels").iterdir())) == 1
+
+    other = install_runtime("demo", recipe, build_env={"DEMO_FLAGS": "-O0"})  # other flags
+    assert json.loads(other.extra["build_env"]) == {"DEMO_FLAGS": "-O0"}
+    assert len(list((tmp_path / "wheels").iterdir())) == 2
+    assert not list((tmp_path / "wheels").glob(".six-*"))  # no staging folder left behind
+
+
+def test_build_env_is_refused_for_published_wheels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EVALLAB_RUNTIMES_DIR", str(tmp_path))
+    result = CliRunner().invoke(app, ["install", "vllm==0.32.0", "--build-env", "CMAKE_ARGS=-DX=1"])
+    assert result.exit_code != 0
+    assert "nothing to build" in str(result.exception) or "nothing to build" in result.output

