@@ -141,7 +141,7 @@ def read_run_dir(folder: Path) -> StoredRun:
             value=folder,
             fix="restore the run folder from a file backup if you need the raw outputs",
         )
-    if (folder / "raw.tar.zst").is_file():
+    if (folder / "raw.tar.zst").is_file() and not (folder / "samples.parquet").exists():
         raise StorageError(
             "the run's raw outputs were compressed by `evallab gc` into raw.tar.zst",
             value=folder,
