@@ -29,7 +29,7 @@ from evallab.store.embedded import EmbeddedPostgres
 from evallab.store.ingest import ingest_run
 from evallab.store.watch import CanaryRow
 from tests.checks.checks_seed import T0, add_run, new_campaign
-from tests.helpers import evallab, fetch, run_record
+from tests.helpers import REPO, evallab, fetch, run_record
 
 
 def _sha(text: str) -> str:
@@ -264,3 +264,24 @@ def test_passwords_stay_off_the_command_line() -> None:
     assert target == "postgresql://lab@db.example:5433/evallab?sslmode=require"
     assert env["PGPASSWORD"] == "s@cret" and os.environ.get("PGPASSWORD") != "s@cret"
     assert libpq_target("postgresql://lab@h/db")[0] == "postgresql://lab@h/db"
+
+
+def test_nightly_deployments_call_the_maintenance_flows() -> None:
+    import inspect
+
+    import yaml
+
+    from flows import maintenance
+
+    deployments = {
+        d["name"]: d for d in yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]
+    }
+    for name, fn in (("backup", "backup_database"), ("gc", "gc_raw_outputs")):
+        dep = deployments[name]
+        assert dep["entrypoint"] == f"flows/maintenance.py:{fn}"
+        assert dep["work_pool"]["name"] == "lab" and dep["schedules"][0]["active"]
+        accepted = inspect.signature(getattr(maintenance, fn).fn).parameters
+        assert set(dep["parameters"]) <= set(accepted), (name, dep["parameters"])
+    # The backup runs before gc, so a night's pruned runs are in a backup taken before them.
+    assert deployments["backup"]["schedules"][0]["cron"] == "30 0 * * *"
+    assert deployments["gc"]["schedules"][0]["cron"] == "45 0 * * *"

@@ -67,9 +67,9 @@ def plan_rotation(backups: list[Backup], *, daily: int, weekly: int) -> Rotation
             if len(seen) >= count:
                 break
             iso = b.taken_at.isocalendar()
-            key = (b.taken_at.year, b.taken_at.month, b.taken_at.day)
-            if period == "week":
-                key = (iso.year, iso.week)
+            key: tuple[int, ...] = (
+                (iso.year, iso.week) if period == "week" else b.taken_at.timetuple()[:3]
+            )
             if key not in seen:
                 seen.add(key)
                 keep[b.archive] = b
