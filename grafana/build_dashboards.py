@@ -162,6 +162,19 @@ SELECT count(*) AS regressions
  WHERE $__timeFilter(time)
 """
 
+BACKUP_AGE_SQL = """
+SELECT hours_since_good_backup, last_backup_at
+  FROM v_backup_age
+"""
+
+BACKUPS_SQL = """
+SELECT time, path, size_bytes, total_rows, server_version, pg_dump_version, duration_s, sha256
+  FROM v_backups
+ WHERE $__timeFilter(time)
+ ORDER BY time DESC
+ LIMIT 100
+"""
+
 MODEL_VAR_SQL = "SELECT DISTINCT model_name FROM v_latest_scores ORDER BY 1"
 TASK_VAR_SQL = "SELECT DISTINCT task FROM v_latest_scores WHERE model_name IN ($model) ORDER BY 1"
 METRIC_VAR_SQL = "SELECT DISTINCT metric FROM v_latest_scores WHERE task IN ($task) ORDER BY 1"
@@ -171,6 +184,13 @@ SELECT model_name, count(*) AS regressions
   FROM v_regressions
  WHERE $__timeFilter(time)
  GROUP BY model_name
+"""
+
+# One row (hours since the last good backup, or since the first run if there never was one);
+# none on a lab without runs, which has nothing to protect yet.
+ALERT_BACKUP_SQL = """
+SELECT hours_since_good_backup
+  FROM v_backup_age
 """
 
 ALERT_INVALID_SQL = """
@@ -286,6 +306,27 @@ def build_dashboard() -> dashboard_models.Dashboard:
         .with_target(PostgresQuery(REPRO_SQL))
         .grid_pos(_grid(0, 45, 24, 8))
     )
+    backup_age = (
+        stat.Panel()
+        .title("Hours since the last good backup")
+        .description(
+            "From v_backup_age: hours since `evallab backup` last wrote and recorded an archive "
+            "(since the first run when there never was one). Alerts above 24 h."
+        )
+        .datasource(_ds())
+        .unit("h")
+        .decimals(1)
+        .with_target(PostgresQuery(BACKUP_AGE_SQL))
+        .grid_pos(_grid(0, 53, 6, 8))
+    )
+    backups = (
+        table.Panel()
+        .title("Backups")
+        .description("Good backups (archive + manifest written, sha256 recorded), newest first.")
+        .datasource(_ds())
+        .with_target(PostgresQuery(BACKUPS_SQL))
+        .grid_pos(_grid(6, 53, 18, 8))
+    )
     board = (
         dashboard.Dashboard("evallab — scores, regressions, runs")
         .uid(DASHBOARD_UID)
@@ -308,6 +349,8 @@ def build_dashboard() -> dashboard_models.Dashboard:
         temperature,
         flagged,
         repro,
+        backup_age,
+        backups,
     ):
         board = board.with_panel(panel)
     return board.build()
@@ -322,7 +365,7 @@ def common_visibility_always() -> Any:
 # ---------------------------------------------------------------------------------- alerts
 
 
-def _alert_rule(uid: str, title: str, sql: str, summary: str) -> alerting.Rule:
+def _alert_rule(uid: str, title: str, sql: str, summary: str, above: float = 0) -> alerting.Rule:
     day = alerting_models.RelativeTimeRange(from_val=86400, to=0)
     source = (
         alerting.Query("A")
@@ -354,7 +397,7 @@ def _alert_rule(uid: str, title: str, sql: str, summary: str) -> alerting.Rule:
                     "refId": "C",
                     "type": "threshold",
                     "expression": "B",
-                    "conditions": [{"evaluator": {"type": "gt", "params": [0]}}],
+                    "conditions": [{"evaluator": {"type": "gt", "params": [above]}}],
                 }
             )
         )
@@ -406,6 +449,14 @@ def build_alert_rules() -> dict[str, Any]:
             ALERT_INVALID_SQL,
             "{{ $labels.model_name }} has {{ $values.B }} run(s) marked invalid in the last 24 h "
             "(thermal throttling, over-temperature or another process on the GPU).",
+        ),
+        _alert_rule(
+            "evallab-backup-stale",
+            "evallab: last good backup older than a day",
+            ALERT_BACKUP_SQL,
+            "The last good backup of the results database is {{ $values.B }} hours old (see "
+            "v_backup_age): check the nightly backup deployment and `evallab backup`.",
+            above=24,
         ),
     ]
     encoded = [json.loads(json.dumps(r.build(), cls=JSONEncoder)) for r in rules]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 __all__ = [
+    "BackupError",
     "CampaignInterrupted",
     "CanaryDriftError",
     "CodeExecutionError",
@@ -128,6 +129,10 @@ class HarnessError(LabError):
 
 class StorageError(LabError):
     """Raw outputs can't be written or don't match their recorded checksum."""
+
+
+class BackupError(LabError):
+    """A backup can't be written, or an archive can't be restored or doesn't match its manifest."""
 
 
 class CodeExecutionError(LabError):

@@ -10,7 +10,7 @@ import json
 import re
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -299,4 +299,68 @@ def test_telemetry_rollups_follow_ingest_and_survive_reingest(migrated_dsn: str)
         (T0, 99.0),
         (T0 + timedelta(minutes=1), 114.0),
         (T0, 114.0),
+    ]
+
+
+def test_backup_panels_and_the_stale_backup_alert(migrated_dsn: str) -> None:
+    from evallab.store.backups import BackupRow
+
+    queries = load_queries(GRAFANA)
+    alert = by_source(queries, "alert evallab-backup-stale")
+    age_panel = by_source(queries, "Hours since the last good backup")
+    table_panel = by_source(queries, "panel 'Backups'")
+    now = datetime.now(UTC)
+
+    def query(q: GrafanaQuery) -> list[dict[str, Any]]:
+        sql = expand_macros(
+            q.sql, time_from=now - timedelta(days=7), time_to=now, interval="1h", variables={}
+        )
+
+        async def go() -> list[dict[str, Any]]:
+            conn = await asyncpg.connect(migrated_dsn)
+            try:
+                return [dict(r) for r in await conn.fetch(sql)]
+            finally:
+                await conn.close()
+
+        return run(go())
+
+    def backup(hours_ago: float) -> None:
+        with Store(migrated_dsn) as store:
+            store.record_backup(
+                BackupRow(
+                    now - timedelta(hours=hours_ago),
+                    f"/b/{hours_ago}.dump",
+                    "a" * 64,
+                    1234,
+                    {"public.runs": 1},
+                    "18.4",
+                    "18.4",
+                    0.5,
+                )
+            )
+
+    # A lab without runs has nothing to protect: no row, the alert stays without data (OK).
+    assert query(alert) == [] and query(age_panel) == []
+
+    async def seed_run() -> None:
+        conn = await asyncpg.connect(migrated_dsn)
+        try:
+            await add_run(conn, await new_campaign(conn), started_at=now - timedelta(days=3))
+        finally:
+            await conn.close()
+
+    run(seed_run())
+    # Results, never backed up: unprotected since the first run started, 72 h ago -> fires.
+    [row] = query(alert)
+    assert 71.9 < row["hours_since_good_backup"] < 72.1
+    backup(30)
+    [row] = query(alert)
+    assert 29.9 < row["hours_since_good_backup"] < 30.1  # still above 24: fires
+    backup(2)
+    [row] = query(age_panel)
+    assert 1.9 < row["hours_since_good_backup"] < 2.1  # below 24: quiet
+    assert [(r["path"], r["size_bytes"], r["total_rows"]) for r in query(table_panel)] == [
+        ("/b/2.dump", 1234, 1),
+        ("/b/30.dump", 1234, 1),
     ]

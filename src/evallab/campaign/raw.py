@@ -134,6 +134,19 @@ def read_run_dir(folder: Path) -> StoredRun:
         StorageError: no manifest (an unfinished attempt), or a file that doesn't match it.
     """
     manifest = folder / MANIFEST
+    if (folder / "pruned.json").is_file():
+        raise StorageError(
+            "the run's raw outputs were pruned by `evallab gc` (pruned.json holds its manifest "
+            "and checksums); its scores and outcomes are in the database",
+            value=folder,
+            fix="restore the run folder from a file backup if you need the raw outputs",
+        )
+    if (folder / "raw.tar.zst").is_file() and not (folder / "samples.parquet").exists():
+        raise StorageError(
+            "the run's raw outputs were compressed by `evallab gc` into raw.tar.zst",
+            value=folder,
+            fix=f"unpack them first: tar --zstd -xf {folder / 'raw.tar.zst'} -C {folder}",
+        )
     if not manifest.is_file():
         raise StorageError(
             "the run folder has no run.json: the run never finished writing (an interrupted or "

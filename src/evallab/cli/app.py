@@ -14,7 +14,7 @@ from typing import Annotated
 import click
 import typer
 
-from evallab.cli import checks, db, prefect, report, run, runtime
+from evallab.cli import backup, checks, db, gc, prefect, report, run, runtime
 from evallab.cli.console import show_error, show_stop
 from evallab.errors import LabError
 
@@ -47,6 +47,8 @@ _top_level(run.app)  # run, results, ingest
 _top_level(checks.app)  # regressions
 _top_level(report.app)  # compare, diff, matrix
 _top_level(prefect.app)  # submit
+_top_level(backup.app)  # backup, restore
+_top_level(gc.app)  # gc
 app.add_typer(db.app, name="db")
 app.add_typer(runtime.app, name="runtime")
 app.add_typer(checks.pins_app, name="pins")

@@ -13,10 +13,12 @@ import contextlib
 from collections.abc import Iterator
 
 from evallab.store.analysis import AnalysisQueries
+from evallab.store.backups import BackupQueries
 from evallab.store.campaigns import CampaignQueries
 from evallab.store.checks import CheckQueries
 from evallab.store.db import database
 from evallab.store.migrate import SchemaQueries
+from evallab.store.pruning import PruneQueries
 from evallab.store.queries import ResultQueries
 from evallab.store.reports import ReportQueries
 from evallab.store.watch import WatchQueries
@@ -32,6 +34,8 @@ class Store(
     CheckQueries,
     ReportQueries,
     WatchQueries,
+    BackupQueries,
+    PruneQueries,
 ):
     """The results database, one connection per store (see :class:`StoreConnection`).
 
