@@ -41,7 +41,9 @@ GPU_BOX = DEPLOYMENTS / "gpu-box"
 FILES = sorted(DEPLOYMENTS.rglob("*.y*ml"))
 BOX_FOLDER = re.compile(r"^(?P<gpus>[1-9][0-9]*)x[a-z0-9]+$")
 EXACT_VERSION = re.compile(r"^[0-9]+(\.[0-9]+)+([a-z]+[0-9]+)?(\+[0-9a-z.]+)?$")
-GGUF_QUANT = re.compile(r"(?i)(?:^|[-_.])(i?q[0-9]_[0-9a-z_]+?|f16|bf16|f32)(?:-[0-9]{5}-of-|\.gguf$)")
+GGUF_QUANT = re.compile(
+    r"(?i)(?:^|[-_.])(i?q[0-9]_[0-9a-z_]+?|f16|bf16|f32)(?:-[0-9]{5}-of-|\.gguf$)"
+)
 # GGUF files whose sha256 no one has verified yet; each is still pinned by its hub commit (the
 # hub stores a file under its sha256). Adding a GGUF model without gguf_sha256 fails this test
 # unless it is listed here, with the reason.

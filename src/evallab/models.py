@@ -248,10 +248,13 @@ def _hub(spec: HubModelSpec, allow_unpinned: bool) -> ModelArtifact:
     is_commit = pinned or revision != spec.revision
     folder = _cached_snapshot(spec.repo, revision) if is_commit else None
     patterns = _hub_patterns(spec)
-    if folder is not None and spec.gguf_file:
-        # Another quant of the same repository and commit may be all the cache holds.
-        if not all((folder / part).is_file() for part in gguf_parts(spec.gguf_file)):
-            folder = None
+    # Another quant of the same repository and commit may be all the cache holds.
+    if (
+        folder is not None
+        and spec.gguf_file
+        and not all((folder / part).is_file() for part in gguf_parts(spec.gguf_file))
+    ):
+        folder = None
     if folder is None:
         if not offline and not asked:
             # Asking the API first makes an unreachable hub, an unknown repository or revision

@@ -33,7 +33,6 @@ from evallab.spec import BenchmarkSpec
 __all__ = ["LmEvalHarness"]
 
 
-
 def _check_data_files(task: custom_tasks.CustomTask) -> None:
     """Refuse a custom task whose local data files are missing."""
     for f in task.data_files():
@@ -44,6 +43,7 @@ def _check_data_files(task: custom_tasks.CustomTask) -> None:
                 fix="fix dataset_kwargs.data_files in the task YAML; relative paths "
                 "resolve against the YAML's own folder",
             )
+
 
 class LmEvalHarness:
     """Runs lm-evaluation-harness tasks in-process against a runtime session."""
