@@ -1,6 +1,6 @@
 """GGUF models from the hub: only the chosen quant is fetched, and its sha256 pin is enforced.
 
-A GGUF repository holds every quant of a model (Qwen's 7B one: ~60 GB), so a model naming its
+A GGUF repository holds every quant of a model (tens of GB for a 7B model), so a model naming its
 ``gguf_file`` fetches that file (all parts of a split GGUF) and the small companion files only.
 Real parts: a real HTTP server on loopback (``tests/flows/fake_hub.py``), huggingface_hub's
 downloader and a Hugging Face cache in a temporary folder.
