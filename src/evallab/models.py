@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import fnmatch
 import hashlib
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,9 +16,14 @@ from evallab.hub import HubClient, bound_hub_library_timeouts, cached_ref, call_
 from evallab.paths import lab_home
 from evallab.spec import HubModelSpec, LocalModelSpec, ModelSpec, TinyModelSpec
 
-__all__ = ["ModelArtifact", "folder_sha256", "resolve_model", "sha256_file"]
+__all__ = ["ModelArtifact", "folder_sha256", "gguf_parts", "resolve_model", "sha256_file"]
 
 _CHUNK = 1 << 20
+# A split GGUF's parts: ``name-00001-of-00003.gguf`` .. ``name-00003-of-00003.gguf``.
+_SPLIT_GGUF = re.compile(r"^(?P<stem>.+)-(?P<part>\d{5})-of-(?P<total>\d{5})\.gguf$")
+# Beside the GGUF file, what a repository holds for the tokenizer and chat template, the config
+# and the card: small files, fetched so a GGUF repo's other quants are never downloaded.
+_GGUF_COMPANIONS = ("*.json", "*.model", "*.txt", "*.md", "*.jinja", "LICENSE*")
 
 
 def sha256_file(path: Path) -> str:
@@ -28,10 +35,11 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def folder_sha256(folder: Path) -> str:
+def folder_sha256(folder: Path, patterns: Sequence[str] | None = None) -> str:
     """sha256 over every file's relative path and content hash, in sorted order.
 
-    Hidden files and ``*.lock`` files are skipped so caches next to the weights don't change it.
+    Hidden files and ``*.lock`` files are skipped so caches next to the weights don't change it;
+    with ``patterns``, only files whose relative path matches one of them count.
     """
     h = hashlib.sha256()
     for p in sorted(folder.rglob("*")):
@@ -39,6 +47,8 @@ def folder_sha256(folder: Path) -> str:
         if not p.is_file() or any(part.startswith(".") for part in Path(rel).parts):
             continue
         if rel.endswith(".lock"):
+            continue
+        if patterns is not None and not any(fnmatch.fnmatch(rel, pat) for pat in patterns):
             continue
         h.update(rel.encode() + b"\0" + sha256_file(p).encode() + b"\n")
     return h.hexdigest()
@@ -125,6 +135,26 @@ def _weights_sha(folder: Path) -> str:
     return h.hexdigest()
 
 
+def _gguf_sha(spec: ModelSpec, gguf: Path | None) -> str:
+    """sha256 of the model's GGUF file, checked against the campaign's ``gguf_sha256``.
+
+    Raises:
+        PinError: the file's bytes aren't the ones the campaign pinned.
+    """
+    if gguf is None or not gguf.is_file():
+        return ""
+    digest = sha256_file(gguf)
+    if spec.gguf_sha256 and digest != spec.gguf_sha256:
+        raise PinError(
+            f"GGUF file of model {spec.name!r} has sha256 {digest}, not the pinned "
+            f"{spec.gguf_sha256}",
+            value=gguf,
+            fix="delete the file so it is fetched again, or correct gguf_sha256 if the pin is "
+            "wrong",
+        )
+    return digest
+
+
 def _local(spec: LocalModelSpec, base_dir: Path) -> ModelArtifact:
     folder = spec.path if spec.path.is_absolute() else (base_dir / spec.path)
     folder = folder.resolve()
@@ -159,8 +189,24 @@ def _local(spec: LocalModelSpec, base_dir: Path) -> ModelArtifact:
         quant=spec.quant,
         chat=spec.chat,
         gguf_path=gguf,
-        weights_sha256=sha256_file(gguf) if gguf else _weights_sha(folder),
+        weights_sha256=_gguf_sha(spec, gguf) or _weights_sha(folder),
     )
+
+
+def gguf_parts(gguf_file: str) -> list[str]:
+    """Every file of a GGUF: itself, or all parts of a split GGUF named by its first part."""
+    m = _SPLIT_GGUF.match(gguf_file)
+    if not m:
+        return [gguf_file]
+    total = int(m["total"])
+    return [f"{m['stem']}-{i:05d}-of-{m['total']}.gguf" for i in range(1, total + 1)]
+
+
+def _hub_patterns(spec: HubModelSpec) -> list[str] | None:
+    """Files to fetch from the hub: everything, or for a GGUF model its parts + small files."""
+    if not spec.gguf_file:
+        return None
+    return [*gguf_parts(spec.gguf_file), *_GGUF_COMPANIONS]
 
 
 def _cached_snapshot(repo: str, sha: str) -> Path | None:
@@ -201,6 +247,14 @@ def _hub(spec: HubModelSpec, allow_unpinned: bool) -> ModelArtifact:
     # A commit (pinned, or the branch just resolved) may already be complete in the cache.
     is_commit = pinned or revision != spec.revision
     folder = _cached_snapshot(spec.repo, revision) if is_commit else None
+    patterns = _hub_patterns(spec)
+    # Another quant of the same repository and commit may be all the cache holds.
+    if (
+        folder is not None
+        and spec.gguf_file
+        and not all((folder / part).is_file() for part in gguf_parts(spec.gguf_file))
+    ):
+        folder = None
     if folder is None:
         if not offline and not asked:
             # Asking the API first makes an unreachable hub, an unknown repository or revision
@@ -216,6 +270,7 @@ def _hub(spec: HubModelSpec, allow_unpinned: bool) -> ModelArtifact:
                     token=hub.token,
                     endpoint=hub.endpoint,
                     local_files_only=offline,
+                    allow_patterns=patterns,
                 )
             ),
             endpoint=hub.endpoint,
@@ -229,13 +284,13 @@ def _hub(spec: HubModelSpec, allow_unpinned: bool) -> ModelArtifact:
         source="hf",
         model_id=spec.repo,
         revision=revision,
-        sha256=folder_sha256(folder),
+        sha256=folder_sha256(folder, patterns),
         path=folder,
         quant=spec.quant,
         chat=spec.chat,
         pinned=pinned,
         gguf_path=gguf,
-        weights_sha256=sha256_file(gguf) if gguf and gguf.is_file() else _weights_sha(folder),
+        weights_sha256=_gguf_sha(spec, gguf) or _weights_sha(folder),
     )
 
 

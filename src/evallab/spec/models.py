@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from evallab.spec.base import FULL_SHA, StrictModel, check_name
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 __all__ = ["HubModelSpec", "LocalModelSpec", "ModelSpec", "TinyModelSpec"]
 
@@ -21,12 +24,31 @@ class _ModelBase(StrictModel):
     """True for instruct/chat models: servers are queried through chat completions with the
     model's chat template; False for base models (plain completions)."""
     gguf_file: str | None = None
-    """For llama.cpp: the GGUF file inside the model folder/repo to serve."""
+    """For llama.cpp: the GGUF file inside the model folder/repo to serve (for a split GGUF, its
+    first part, ``...-00001-of-0000N.gguf``)."""
+    gguf_sha256: str | None = None
+    """sha256 of ``gguf_file``'s bytes; the file is refused when it differs."""
 
     @field_validator("name")
     @classmethod
     def _name_ok(cls, v: str) -> str:
         return check_name(v, "model name")
+
+    @field_validator("gguf_sha256")
+    @classmethod
+    def _sha256_ok(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        v = v.lower()
+        if not _SHA256.match(v):
+            raise ValueError(f"gguf_sha256 {v!r} must be 64 hexadecimal characters")
+        return v
+
+    @model_validator(mode="after")
+    def _sha256_needs_file(self) -> _ModelBase:
+        if self.gguf_sha256 and not self.gguf_file:
+            raise ValueError("gguf_sha256 pins gguf_file: set gguf_file too")
+        return self
 
 
 class TinyModelSpec(_ModelBase):

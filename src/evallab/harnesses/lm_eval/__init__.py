@@ -33,6 +33,18 @@ from evallab.spec import BenchmarkSpec
 __all__ = ["LmEvalHarness"]
 
 
+def _check_data_files(task: custom_tasks.CustomTask) -> None:
+    """Refuse a custom task whose local data files are missing."""
+    for f in task.data_files():
+        if not f.exists():
+            raise UnknownTaskError(
+                f"custom task {task.name!r} reads a data file that does not exist",
+                value=f"{f} (from {task.path})",
+                fix="fix dataset_kwargs.data_files in the task YAML; relative paths "
+                "resolve against the YAML's own folder",
+            )
+
+
 class LmEvalHarness:
     """Runs lm-evaluation-harness tasks in-process against a runtime session."""
 
@@ -54,33 +66,39 @@ class LmEvalHarness:
         return custom_tasks.discover(tasks_dir)
 
     def check(self, benchmark: BenchmarkSpec, tasks_dir: Path, base_dir: Path) -> None:
-        """Refuse unknown tasks and custom tasks whose data files are missing."""
+        """Refuse unknown tasks and custom tasks whose data files are missing.
+
+        A name is known when it is a custom task, one of lm-eval's tasks, groups or tags, or a
+        group or tag defined in the custom folder whose members all resolve (e.g. a group that
+        pins a standard task's dataset revision).
+        """
         custom = self._custom(tasks_dir)
-        builtin: frozenset[str] | None = None
+        catalog = None
         for task in benchmark.tasks:
             if task in custom:
-                for f in custom[task].data_files():
-                    if not f.exists():
-                        raise UnknownTaskError(
-                            f"custom task {task!r} reads a data file that does not exist",
-                            value=f"{f} (from {custom[task].path})",
-                            fix="fix dataset_kwargs.data_files in the task YAML; relative paths "
-                            "resolve against the YAML's own folder",
-                        )
+                _check_data_files(custom[task])
                 continue
-            if builtin is None:
-                # lm-eval's own names: a custom folder's YAMLs count only as discovered above.
+            if catalog is None:
                 # The catalog with the custom folder is the one pins already built (cached).
-                builtin = task_catalog([tasks_dir]).builtin_names
-            if task not in builtin:
-                close = difflib.get_close_matches(task, [*custom, *builtin], n=5, cutoff=0.6)
-                hint = f"did you mean {', '.join(close)}? " if close else ""
-                raise UnknownTaskError(
-                    f"benchmark {benchmark.name!r} names an unknown task",
-                    value=task,
-                    fix=f"{hint}list lm-eval's tasks with `lm_eval ls tasks`, or add a YAML with "
-                    f"'task: {task}' under {tasks_dir}",
-                )
+                catalog = task_catalog([tasks_dir])
+            if task in catalog.builtin_names:
+                continue
+            leaves = catalog.leaves(task) if task in catalog.names else []
+            if leaves:
+                for leaf in leaves:
+                    if leaf.name in custom:
+                        _check_data_files(custom[leaf.name])
+                continue
+            close = difflib.get_close_matches(
+                task, sorted({*custom, *catalog.names}), n=5, cutoff=0.6
+            )
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            raise UnknownTaskError(
+                f"benchmark {benchmark.name!r} names an unknown task",
+                value=task,
+                fix=f"{hint}list lm-eval's tasks with `lm_eval ls tasks`, or add a YAML with "
+                f"'task: {task}' under {tasks_dir}",
+            )
 
     def check_runtime(
         self, benchmark: BenchmarkSpec, capabilities: Capabilities, tasks_dir: Path
