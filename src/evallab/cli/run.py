@@ -240,6 +240,7 @@ def ingest(
         "replaced": "replaced",
     }
     with Store.open() as store:
+        store.migrate()  # as a campaign does when it opens: the rows need the current schema
         for d in run_dirs:
             stored = read_run_dir(d)
             for warning in stored.warnings:
