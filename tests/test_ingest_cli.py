@@ -7,6 +7,7 @@ import shutil
 import uuid
 from pathlib import Path
 
+from evallab.campaign.manifest import canonical_sha256
 from tests.helpers import campaign_yaml, evallab, fetch, run_campaign_here
 
 
@@ -32,6 +33,7 @@ def test_ingest_is_idempotent_and_refuses_a_second_result_for_a_run_key(
     shutil.copytree(run.raw_dir, other)
     manifest = json.loads((other / "run.json").read_text())
     manifest["run"]["run_id"] = str(uuid.uuid4())
+    manifest["sha256"] = canonical_sha256(manifest)  # sealed, as the lab writes every attempt
     (other / "run.json").write_text(json.dumps(manifest))
     refused = evallab(["ingest", str(other)], dsn=pg_dsn)
     assert refused.returncode == 2

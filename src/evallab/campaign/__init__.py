@@ -6,6 +6,8 @@
 * :mod:`~evallab.campaign.loop` — the order of the steps and where failures are decided.
 * :mod:`~evallab.campaign.policy` — the failure policy, as data.
 * :mod:`~evallab.campaign.raw` — a run's folder: raw outputs, manifest, reading it back.
+* :mod:`~evallab.campaign.manifest` — a run folder's per-file checksums and run.json's seal.
+* :mod:`~evallab.campaign.leftovers` — campaigns whose driver was killed, their partial folders.
 * :mod:`~evallab.campaign.runs` — driver info, progress reporting, a group's plan, outcomes.
 * :mod:`~evallab.campaign.publish` — the leaderboard rebuilt after a campaign.
 

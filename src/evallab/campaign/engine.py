@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from evallab import __version__
+from evallab.campaign.leftovers import adopt_interrupted, sweep_leftovers, write_attempt
 from evallab.campaign.plan import (
     Group,
     PlannedRun,
@@ -134,10 +135,13 @@ class CampaignEngine:
                 driver=self.driver.name,
                 driver_host=self.driver.host,
                 driver_pid=self.driver.pid,
+                driver_started_at=self.driver.started_at,
                 flow_run_id=self.driver.flow_run_id,
             )
-        for note in self.store.open_campaign(self.record):
-            self.notes.append(note)
+        self.store.open_campaign(self.record)
+        # Rows and unfinished folders of campaigns killed on this host are closed and moved
+        # aside before planning, so a resume sees only finished folders.
+        self.notes.extend(sweep_leftovers(self.store))
         if self.guard is None:
             self.guard = CampaignGuard(
                 p.spec, self.store, self.record.campaign_id, gpu_name=p.environment.gpu_name
@@ -189,7 +193,9 @@ class CampaignEngine:
         """
         p, guard = self._prepared(), self._guard()
         out_dir = runs_dir() / str(run.run_id)
-        # An earlier attempt at this run may have left partial files (never a manifest).
+        # An earlier attempt at this run may have left partial files (never a manifest), here or
+        # moved aside after its driver was killed: its caches save work.
+        adopt_interrupted(out_dir)
         (out_dir / MANIFEST).unlink(missing_ok=True)
         record = self._base_record(run, session)
         harness: Harness = guard.wrap(get_harness(run.bench.harness))
@@ -205,7 +211,7 @@ class CampaignEngine:
         )
         t0 = time.monotonic()
         with full_disk_stops_campaign(out_dir, run.label):
-            out_dir.mkdir(parents=True, exist_ok=True)
+            write_attempt(out_dir, record.campaign_id, run.run_id)
             guard.before_benchmark(session)  # a driver/runtime version change stops here
             try:
                 result = _run_harness(harness, request, session, run)
@@ -259,7 +265,9 @@ class CampaignEngine:
             stored.record.campaign_id = rec.campaign_id
             if "recovered" not in stored.record.tags:
                 stored.record.tags.append("recovered")
-        self.store.store_run(stored)
+        # The engine re-stores a run it evaluated again (one stored as failed, same run id).
+        self.store.store_run(stored, replace=True)
+        self.notes.extend(stored.warnings)
         if self.guard is not None:
             self.notes.extend(self.guard.after_ingest(stored.record.run_id, stored.record.status))
         return stored_outcome(stored)

@@ -12,9 +12,11 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
+from evallab.campaign.leftovers import process_started_at
 from evallab.campaign.plan import Group, PlannedRun, RunOutcome
 from evallab.campaign.raw import MANIFEST, StoredRun
 from evallab.paths import runs_dir
@@ -62,6 +64,8 @@ class DriverInfo:
     flow_run_id: str = ""
     host: str = field(default_factory=socket.gethostname)
     pid: int = field(default_factory=os.getpid)
+    #: When the driver process started: tells it from a later process that reuses its pid.
+    started_at: datetime | None = field(default_factory=lambda: process_started_at(os.getpid()))
 
 
 @dataclass

@@ -32,13 +32,20 @@ def db_migrate() -> None:
 
 @app.command("status")
 def db_status() -> None:
-    """Show which migrations the database has applied."""
+    """Show which migrations the database has applied; close campaigns whose driver was killed.
+
+    A campaign still marked running whose driver process is gone from this host is marked
+    crashed, and its unfinished run folders are moved aside to runs/_interrupted/.
+    """
+    from evallab.campaign.leftovers import sweep_leftovers
     from evallab.store import Store
     from evallab.store.db import redact
 
     with Store.open() as store:
         rows = store.migration_status()
         console.print(f"database: {redact(store.dsn)}")
+        # The sweep reads columns of the latest schema; a database behind it is left as it is.
+        notes = sweep_leftovers(store) if all(r.applied for r in rows) else []
     table = Table()
     for col in ("version", "name", "applied", "applied at", "checksum"):
         table.add_column(col)
@@ -51,6 +58,8 @@ def db_status() -> None:
             "ok" if r.checksum_ok else "[red]EDITED[/]",
         )
     console.print(table)
+    for note in notes:
+        console.print(note, highlight=False)
 
 
 @app.command("start")

@@ -216,17 +216,38 @@ def results(
 @app.command()
 def ingest(
     run_dirs: Annotated[list[Path], typer.Argument(help="Run folders (runs/<run_id>).")],
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace",
+            help="Replace a run already stored with other content under the same run id "
+            "(in one transaction).",
+        ),
+    ] = False,
 ) -> None:
-    """Re-ingest finished runs from their folders (e.g. after the database was down). Idempotent."""
+    """Store finished runs from their folders (e.g. after the database was down).
+
+    Every file is checked against the checksums the run wrote, and the scores are re-derived
+    from the data files; a folder that doesn't verify is refused. Storing the same folder again
+    changes nothing.
+    """
     from evallab.campaign import read_run_dir
     from evallab.store import Store
 
+    done = {
+        "stored": "ingested",
+        "unchanged": "already stored with the same content:",
+        "replaced": "replaced",
+    }
     with Store.open() as store:
+        store.migrate()  # as a campaign does when it opens: the rows need the current schema
         for d in run_dirs:
             stored = read_run_dir(d)
-            store.store_run(stored)
+            for warning in stored.warnings:
+                console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+            outcome = store.store_run(stored, replace=replace)
             record = stored.record
             console.print(
-                f"ingested run {record.run_id} ({record.model_name} · {record.benchmark}, "
+                f"{done[outcome]} run {record.run_id} ({record.model_name} · {record.benchmark}, "
                 f"{record.status})"
             )

@@ -5,9 +5,9 @@ Methods of :class:`evallab.store.Store`; synchronous because the engine's steps 
 
 from __future__ import annotations
 
-import os
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -21,42 +21,41 @@ from evallab.store.records import CampaignRecord
 if TYPE_CHECKING:
     from evallab.campaign.raw import StoredRun
 
-__all__ = ["CampaignQueries", "StoredResults"]
+__all__ = ["CampaignQueries", "RunningCampaign", "StoredResults"]
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # it exists, under another uid
-    return True
-
-
-async def _close_dead(conn: asyncpg.Connection, host: str) -> list[str]:
-    rows = await conn.fetch(
-        "SELECT campaign_id, name, driver, driver_pid FROM campaigns "
-        "WHERE status = 'running' AND driver_host = $1 AND driver_pid IS NOT NULL",
-        host,
+async def _refuse_second_result(conn: asyncpg.Connection, stored: StoredRun) -> None:
+    """A campaign holds one result per run key: another run id with it is refused."""
+    record = stored.record
+    if record.status not in ("succeeded", "invalid"):
+        return
+    other = await conn.fetchval(
+        "SELECT run_id FROM runs WHERE campaign_id = $1 AND run_key = $2 "
+        "AND status IN ('succeeded', 'invalid') AND run_id <> $3",
+        record.campaign_id,
+        record.run_key,
+        record.run_id,
     )
-    notes = []
-    for row in rows:
-        if _pid_alive(row["driver_pid"]):
-            continue
-        reason = (
-            f"its driver ({row['driver'] or 'unknown'}, pid {row['driver_pid']} on {host}) "
-            "ended without closing it (killed); finished runs are stored"
+    if other is not None:
+        raise StorageError(
+            f"campaign {record.campaign_id} already holds a result for this run "
+            f"(run {other}, same run key); storing this folder would count it twice",
+            value=stored.folder,
+            fix="nothing to do: the run is stored; compare the two folders if their "
+            "scores should differ",
         )
-        await conn.execute(
-            "UPDATE campaigns SET status = 'crashed', status_reason = $2, "
-            "finished_at = coalesce(finished_at, now()) "
-            "WHERE campaign_id = $1 AND status = 'running'",
-            row["campaign_id"],
-            reason,
-        )
-        notes.append(f"campaign {row['name']} ({row['campaign_id']}) marked crashed: {reason}")
-    return notes
+
+
+@dataclass(frozen=True)
+class RunningCampaign:
+    """A campaign row still marked ``running``, with the process that drives it."""
+
+    campaign_id: uuid.UUID
+    name: str
+    driver: str
+    driver_host: str
+    driver_pid: int
+    driver_started_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -72,23 +71,32 @@ class StoredResults:
 class CampaignQueries(StoreConnection):
     """The campaign engine's reads and writes."""
 
-    def close_dead_campaigns(self, host: str) -> list[str]:
-        """Mark ``running`` campaigns of ``host`` whose driver process is gone as ``crashed``."""
-        return self.run(lambda conn: _close_dead(conn, host))
+    def running_campaigns(self, host: str) -> list[RunningCampaign]:
+        """Campaigns of ``host`` still marked ``running`` whose driver recorded its pid."""
 
-    def open_campaign(self, rec: CampaignRecord) -> list[str]:
-        """Migrate, close the rows of dead drivers on this host, insert (or re-open) ``rec``.
-
-        Returns notes about campaigns found crashed.
-        """
-
-        async def work(conn: asyncpg.Connection) -> list[str]:
-            await migrate(conn)
-            notes = await _close_dead(conn, rec.driver_host) if rec.driver_host else []
-            await insert_campaign(conn, rec)
-            return notes
+        async def work(conn: asyncpg.Connection) -> list[RunningCampaign]:
+            rows = await conn.fetch(
+                "SELECT campaign_id, name, driver, driver_host, driver_pid, driver_started_at "
+                "FROM campaigns WHERE status = 'running' AND driver_host = $1 "
+                "AND driver_pid IS NOT NULL ORDER BY started_at",
+                host,
+            )
+            return [RunningCampaign(**dict(r)) for r in rows]
 
         return self.run(work)
+
+    def mark_campaign_crashed(self, campaign_id: uuid.UUID, reason: str) -> bool:
+        """Close a ``running`` campaign whose driver is gone as ``crashed``; True if it was."""
+        return self.close_if_running(campaign_id, "crashed", reason)
+
+    def open_campaign(self, rec: CampaignRecord) -> None:
+        """Migrate, then insert (or re-open) ``rec``."""
+
+        async def work(conn: asyncpg.Connection) -> None:
+            await migrate(conn)
+            await insert_campaign(conn, rec)
+
+        self.run(work)
 
     def close_campaign(self, rec: CampaignRecord) -> None:
         """Record a campaign's end status, reason and time."""
@@ -118,35 +126,58 @@ class CampaignQueries(StoreConnection):
 
         return self.run(work)
 
-    def store_run(self, stored: StoredRun) -> None:
-        """Ingest a run read from its folder, in one transaction; idempotent per run id.
+    def store_run(self, stored: StoredRun, *, replace: bool = False) -> str:
+        """Ingest a run read from its folder, in one transaction.
+
+        The same content (run.json's seal) again is a no-op; other content under a stored run
+        id is refused unless ``replace``, which swaps the stored run for it in the transaction.
+
+        Returns:
+            ``"stored"``, ``"unchanged"`` (already stored with the same content) or
+            ``"replaced"``.
 
         Raises:
-            StorageError: the campaign already holds a result for this run key under another id.
+            StorageError: the campaign already holds a result for this run key under another id,
+                or the run id is stored with other content (and not ``replace``).
             DatabaseError: the database went away or refused; nothing was written.
         """
         record = stored.record
 
-        async def work(conn: asyncpg.Connection) -> None:
-            if record.status in ("succeeded", "invalid"):
-                other = await conn.fetchval(
-                    "SELECT run_id FROM runs WHERE campaign_id = $1 AND run_key = $2 "
-                    "AND status IN ('succeeded', 'invalid') AND run_id <> $3",
-                    record.campaign_id,
-                    record.run_key,
+        async def work(conn: asyncpg.Connection) -> str:
+            async with conn.transaction():
+                await _refuse_second_result(conn, stored)
+                row = await conn.fetchrow(
+                    "SELECT content_sha256, raw_sha256, results_sha256, status FROM runs "
+                    "WHERE run_id = $1 FOR UPDATE",
                     record.run_id,
                 )
-                if other is not None:
-                    raise StorageError(
-                        f"campaign {record.campaign_id} already holds a result for this run "
-                        f"(run {other}, same run key); storing this folder would count it twice",
-                        value=stored.folder,
-                        fix="nothing to do: the run is stored; compare the two folders if their "
-                        "scores should differ",
-                    )
-            await ingest_run(conn, record, stored.scores, stored.outcomes, stored.telemetry)
+                outcome = "stored"
+                if row is not None:
+                    if row["content_sha256"]:
+                        same = row["content_sha256"] == record.content_sha256
+                    else:  # stored before runs recorded their content: compare what they did
+                        same = (row["raw_sha256"], row["results_sha256"], row["status"]) == (
+                            record.raw_sha256,
+                            record.results_sha256,
+                            record.status,
+                        )
+                    if same and row["content_sha256"]:
+                        return "unchanged"
+                    if not same and not replace:
+                        raise StorageError(
+                            f"run {record.run_id} is already stored with other content (stored "
+                            f"{row['status']} run, content sha256 "
+                            f"{row['content_sha256'] or 'not recorded'}; this folder holds a "
+                            f"{record.status} run, content sha256 {record.content_sha256})",
+                            value=stored.folder,
+                            fix="nothing was written; pass --replace to replace the stored run "
+                            "with this folder, or ingest the folder the stored run came from",
+                        )
+                    outcome = "unchanged" if same else "replaced"
+                await ingest_run(conn, record, stored.scores, stored.outcomes, stored.telemetry)
+                return outcome
 
-        self.run(work)
+        return self.run(work)
 
     def close_if_running(self, campaign_id: uuid.UUID, status: str, reason: str) -> bool:
         """Close a campaign row still marked ``running`` (a driver that couldn't); True if so."""

@@ -29,6 +29,9 @@ class CampaignRecord:
     driver_pid: int | None = None
     flow_run_id: str = ""
     status_reason: str = ""
+    driver_started_at: datetime | None = None
+    """When the driver process started: with host and pid, tells it from a later one reusing
+    the pid."""
 
 
 @dataclass
@@ -85,6 +88,8 @@ class RunRecord:
     raw_sha256: str = ""
     results_path: str = ""
     results_sha256: str = ""
+    content_sha256: str = ""
+    """The identity of the run folder's content (its run.json seal); equal means same run."""
 
     @classmethod
     def columns(cls) -> list[str]:

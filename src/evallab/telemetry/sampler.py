@@ -63,8 +63,7 @@ class TelemetryRow:
 
 def lab_process_ids() -> set[int]:
     """This process and all its descendants (the runtime servers the lab started)."""
-    # psutil isn't a declared dependency of the lab (it comes with Prefect): only sampling
-    # needs it, so the rest of the telemetry package imports without it.
+    # Imported where sampling needs it, so the rest of the telemetry package imports light.
     import psutil
 
     me = psutil.Process(os.getpid())
