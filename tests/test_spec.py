@@ -88,3 +88,35 @@ def test_hub_pinning_and_spec_hash_is_stable() -> None:
         }
     )
     assert spec_sha256(a) == spec_sha256(b)
+
+
+def test_models_can_name_the_runtimes_they_run_on() -> None:
+    spec = CampaignSpec.model_validate(
+        {
+            "name": "q",
+            "models": [
+                {"name": "ref", "source": "tiny", "runtimes": ["transformers"]},
+                {"name": "q4", "source": "tiny", "quant": "q4_k_m", "runtimes": ["gguf"]},
+                {"name": "both", "source": "tiny"},
+            ],
+            "runtimes": [
+                {"kind": "transformers"},
+                {"kind": "llamacpp", "version": "0.3.36", "label": "gguf"},
+            ],
+            "benchmarks": [{"name": "b", "tasks": ["demo_gen"]}],
+        }
+    )
+    assert [(m.name, r.display) for m, r in spec.pairs()] == [
+        ("ref", "transformers"),
+        ("q4", "gguf"),
+        ("both", "transformers"),
+        ("both", "gguf"),
+    ]
+    with pytest.raises(ValueError, match=r"model 'ref' names runtimes \['vllm'\]"):
+        CampaignSpec.model_validate(
+            {
+                "name": "q",
+                "models": [{"name": "ref", "source": "tiny", "runtimes": ["vllm"]}],
+                "benchmarks": [{"name": "b", "tasks": ["demo_gen"]}],
+            }
+        )

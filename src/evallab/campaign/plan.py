@@ -108,7 +108,7 @@ class PreparedCampaign:
 
     def groups(self) -> list[Group]:
         """(model, runtime) groups in campaign order; each group shares one runtime session."""
-        return [Group(self.models[m.name], r) for m in self.spec.models for r in self.spec.runtimes]
+        return [Group(self.models[m.name], r) for m, r in self.spec.pairs()]
 
     def runs(self, group: Group, campaign_id: uuid.UUID) -> list[PlannedRun]:
         """The group's runs, in benchmark order, with their identities in ``campaign_id``."""
@@ -120,7 +120,7 @@ class PreparedCampaign:
 
     @property
     def total_runs(self) -> int:
-        return len(self.spec.models) * len(self.spec.runtimes) * len(self.spec.benchmarks)
+        return len(self.spec.pairs()) * len(self.spec.benchmarks)
 
 
 def runtime_version(spec: RuntimeSpec) -> str:
@@ -187,14 +187,14 @@ def prepare_campaign(
             m.name: resolve_model(m, base_dir, allow_unpinned=spec.allow_unpinned)
             for m in spec.models
         }
-    for runtime_spec in spec.runtimes:
+    for model_spec, runtime_spec in spec.pairs():
         runtime = get_runtime(runtime_spec.kind)
-        for model in models.values():
-            runtime.check(runtime_spec, model, spec.benchmarks)
-            # Each harness decides what it can run on what this runtime can do.
-            capabilities = runtime.capabilities(runtime_spec, model)
-            for bench in spec.benchmarks:
-                get_harness(bench.harness).check_runtime(bench, capabilities, tasks_dir)
+        model = models[model_spec.name]
+        runtime.check(runtime_spec, model, spec.benchmarks)
+        # Each harness decides what it can run on what this runtime can do.
+        capabilities = runtime.capabilities(runtime_spec, model)
+        for bench in spec.benchmarks:
+            get_harness(bench.harness).check_runtime(bench, capabilities, tasks_dir)
     return PreparedCampaign(
         spec=spec,
         base_dir=base_dir,

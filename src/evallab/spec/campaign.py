@@ -124,4 +124,25 @@ class CampaignSpec(StrictModel):
             raise ValueError("models must list at least one model")
         if not self.benchmarks:
             raise ValueError("benchmarks must list at least one benchmark")
+        known = {r.display for r in self.runtimes} | {r.kind for r in self.runtimes}
+        for m in self.models:
+            unknown = sorted(set(m.runtimes or ()) - known)
+            if unknown:
+                raise ValueError(
+                    f"model {m.name!r} names runtimes {unknown} that the campaign doesn't have; "
+                    f"its runtimes are {sorted(known)}"
+                )
         return self
+
+    def pairs(self) -> list[tuple[ModelSpec, RuntimeSpec]]:
+        """The (model, runtime) pairs that run, in campaign order.
+
+        Every model runs on every runtime unless it lists the ``runtimes`` it runs on (by label
+        or kind), e.g. a float32 reference on transformers beside GGUF quants on llama.cpp.
+        """
+        return [
+            (m, r)
+            for m in self.models
+            for r in self.runtimes
+            if m.runtimes is None or r.display in m.runtimes or r.kind in m.runtimes
+        ]

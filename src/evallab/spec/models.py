@@ -28,6 +28,8 @@ class _ModelBase(StrictModel):
     first part, ``...-00001-of-0000N.gguf``)."""
     gguf_sha256: str | None = None
     """sha256 of ``gguf_file``'s bytes; the file is refused when it differs."""
+    runtimes: tuple[str, ...] | None = None
+    """The campaign runtimes (labels or kinds) this model runs on; all of them when unset."""
 
     @field_validator("name")
     @classmethod
