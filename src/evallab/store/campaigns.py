@@ -83,7 +83,7 @@ class CampaignQueries(StoreConnection):
         """
 
         async def work(conn: asyncpg.Connection) -> list[str]:
-            await migrate(conn)
+            await migrate(conn, schema=self.schema)
             notes = await _close_dead(conn, rec.driver_host) if rec.driver_host else []
             await insert_campaign(conn, rec)
             return notes
