@@ -113,17 +113,17 @@ def read_section(home: Path, section: str) -> dict[str, Credential]:
 
 
 def credential(home: Path, section: str, purpose: Purpose, user: str) -> Credential:
-    """The stored credential for ``purpose`` in ``section``, generated and stored if missing.
+    """The stored credential of ``user`` for ``purpose`` in ``section``.
 
-    A stored credential keeps its user name (an existing cluster's roles don't change names).
-    The file is (re)written with mode 0600.
+    Generated and stored (the file written with mode 0600) when none is stored, or when the one
+    stored is another role's.
     """
     path = secrets_path(home)
     home.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(home / ".secrets.lock"):
         data = _read_all(path)
         stored = data.get(section, {}).get(purpose)
-        if stored is not None:
+        if stored is not None and stored["user"] == user:
             if path.stat().st_mode & 0o077:
                 path.chmod(0o600)
             return Credential(stored["user"], stored["password"])
