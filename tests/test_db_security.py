@@ -135,15 +135,11 @@ def _earlier_version_cluster(server: EmbeddedPostgres) -> None:
     """Make and start a cluster the way earlier versions did, with the lab's data in public."""
     bin_dir = pg_bin_dir()
     server._prepare_folders()
-    server._run_as_owner(
-        [str(bin_dir / "initdb"), "-D", str(server.data_dir), "-U", "evallab", "--auth=trust"]
-        + ["-E", "UTF8", "--no-locale", "--no-sync"]
-    )
+    initdb = [str(bin_dir / "initdb"), "-D", str(server.data_dir), "-U", "evallab"]
+    server._run_as_owner([*initdb, "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync"])
     opts = f"-p {server.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''"
-    server._run_as_owner(
-        [str(bin_dir / "pg_ctl"), "-D", str(server.data_dir), "-l", str(server.log_path)]
-        + ["-o", opts, "-w", "start"]
-    )
+    pg_ctl = [str(bin_dir / "pg_ctl"), "-D", str(server.data_dir), "-l", str(server.log_path)]
+    server._run_as_owner([*pg_ctl, "-o", opts, "-w", "start"])
 
     async def go() -> None:
         admin = await asyncpg.connect(f"postgresql://evallab@127.0.0.1:{server.port}/postgres")
