@@ -143,8 +143,8 @@ def db_roles(
     console.print(
         f"roles on database {outcome.database}, schema {outcome.schema}:", highlight=False
     )
-    console.print(f"  writer (the lab):       {redact(outcome.writer_dsn)}", highlight=False)
-    console.print(f"  reader (Grafana, read-only): {redact(outcome.reader_dsn)}", highlight=False)
+    console.print(f"  writer (the lab):   {redact(outcome.writer_dsn)}", highlight=False)
+    console.print(f"  reader (Grafana):   {redact(outcome.reader_dsn)}", highlight=False)
     console.print(
         f"passwords: {outcome.secrets_file} (mode 0600, readable by you only)", highlight=False
     )
@@ -169,7 +169,7 @@ def db_psql(
         str, typer.Option(help="writer (the lab's role), reader, or admin (embedded only).")
     ] = "writer",
 ) -> None:
-    """Open psql on the lab's database (extra arguments go to psql, e.g. -c 'SELECT 1').
+    """Open psql on the lab's database (extra arguments go to psql, e.g. -c 'select 1').
 
     The password is handed over in a temporary PGPASSFILE, never on a command line.
     """

@@ -191,14 +191,16 @@ class ClusterAccess:
         if self.hba_path.read_text() == HBA_CONF:
             return
         # A cluster of an earlier version trusted every loopback login: now that its roles have
-        # passwords, it takes passwords only.
+        # passwords, it takes passwords only. (An edited file is put back the same way.)
+        trusted = self._hba_trusts()
         self._write_hba()
         self._run_as_owner([str(pg_bin_dir() / "pg_ctl"), "-D", str(self.data_dir), "reload"])
         self._wait_for_password_auth()
         _log.warning(
-            "upgraded the embedded PostgreSQL in %s from trust to SCRAM password "
-            "authentication; the lab now works as role %s, passwords are in %s",
+            "upgraded the embedded PostgreSQL in %s from %s to SCRAM password "
+            "authentication only; the lab now works as role %s, passwords are in %s",
             self.data_dir,
+            "trust" if trusted else "an edited pg_hba.conf",
             WRITER_ROLE,
             self.secrets_path,
         )
