@@ -1,4 +1,8 @@
-"""Session fixtures: a real embedded PostgreSQL, a migrated database, the tiny model."""
+"""Session fixtures: a real embedded PostgreSQL, a migrated database, the tiny model.
+
+``second_pg`` (from :mod:`tests.pg_server`) is another, separately started PostgreSQL server,
+standing for a shared server the lab does not own.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +14,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from evallab.runtimes.process import free_port
+from evallab.store.db import connect
 from evallab.store.embedded import EmbeddedPostgres
 from evallab.store.migrate import migrate
+from tests.pg_server import second_pg  # noqa: F401  (a fixture, used by name)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -77,19 +82,11 @@ def pg_server() -> Iterator[EmbeddedPostgres]:
     shutil.rmtree(home, ignore_errors=True)
 
 
-def _dsn_for(server: EmbeddedPostgres, db: str) -> str:
-    return f"postgresql://evallab@127.0.0.1:{server.port}/{db}"
-
-
 async def _create_db(server: EmbeddedPostgres, name: str, *, migrated: bool) -> str:
-    admin = await asyncpg.connect(_dsn_for(server, "postgres"))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    dsn = _dsn_for(server, name)
+    """A new database on the server with the lab's (empty) schema, owned by the writer role."""
+    dsn = server.ensure_database(name)
     if migrated:
-        conn = await asyncpg.connect(dsn)
+        conn = await connect(dsn)
         try:
             await migrate(conn)
         finally:

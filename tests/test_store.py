@@ -96,7 +96,7 @@ def test_migrations_from_empty_and_edited_migration_refused(fresh_dsn: str, tmp_
             tables = {
                 r["tablename"]
                 for r in await conn.fetch(
-                    "SELECT tablename FROM pg_tables WHERE schemaname='public'"
+                    "SELECT tablename FROM pg_tables WHERE schemaname='evallab'"
                 )
             }
             assert {

@@ -24,6 +24,8 @@ from evallab.analysis.repro import find_repro_violations
 from evallab.grafana_queries import GrafanaQuery, expand_macros, load_queries
 from evallab.spec import ChecksSpec
 from evallab.store import Store
+from evallab.store.embedded import READER_ROLE, SECRETS_SECTION, EmbeddedPostgres
+from evallab.store.roles import setup_roles
 from evallab.telemetry.nvml import FakeNVML, GpuReading
 from evallab.telemetry.rules import judge_run_validity
 from evallab.telemetry.sampler import TelemetrySampler
@@ -118,6 +120,21 @@ async def seed(conn: asyncpg.Connection, store: Store) -> dict[str, Any]:
     return {"hot": hot, "regressed": regressed, "b1": b1, "b2": b2}
 
 
+@pytest.fixture
+def reader_dsn(pg_server: EmbeddedPostgres, migrated_dsn: str) -> str:
+    """DSN of the migrated database as Grafana's read-only role (set up by `db roles`)."""
+    database = migrated_dsn.rsplit("/", 1)[1]
+    outcome = setup_roles(
+        pg_server.dsn_for(database, pg_server.admin_credential()),
+        home=pg_server.home,
+        schema="evallab",
+        writer=pg_server.writer_credential().user,
+        reader=READER_ROLE,
+        section=SECRETS_SECTION,
+    )
+    return outcome.reader_dsn
+
+
 def expand(q: GrafanaQuery) -> str:
     return expand_macros(
         q.sql,
@@ -134,19 +151,24 @@ def by_source(queries: list[GrafanaQuery], needle: str) -> GrafanaQuery:
     return found[0]
 
 
-def test_every_panel_variable_and_alert_query_returns_the_seeded_facts(migrated_dsn: str) -> None:
+def test_every_panel_variable_and_alert_query_returns_the_seeded_facts(
+    migrated_dsn: str, reader_dsn: str
+) -> None:
     queries = load_queries(GRAFANA)
     assert len(queries) >= 14
 
     async def go() -> dict[str, list[dict[str, Any]]]:
         conn = await asyncpg.connect(migrated_dsn)
         store = Store(migrated_dsn)
+        # Grafana's role, as Grafana connects: no search_path of its own (the role's is used).
+        grafana = await asyncpg.connect(reader_dsn)
         try:
             await seed(conn, store)
-            return {q.source: [dict(r) for r in await conn.fetch(expand(q))] for q in queries}
+            return {q.source: [dict(r) for r in await grafana.fetch(expand(q))] for q in queries}
         finally:
             await off_loop(store.close)
             await conn.close()
+            await grafana.close()
 
     rows = run(go())
     get = lambda needle: rows[by_source(queries, needle).source]  # noqa: E731
@@ -194,6 +216,41 @@ def test_every_panel_variable_and_alert_query_returns_the_seeded_facts(migrated_
     assert get("alert evallab-invalid-runs") == [{"model_name": "tiny-a", "invalid_runs": 1}]
 
 
+def test_grafanas_role_reads_the_views_and_changes_nothing(reader_dsn: str) -> None:
+    views = sorted(
+        {v.lower() for q in load_queries(GRAFANA) for v in re.findall(r"\bv_\w+", q.sql)}
+    )
+    assert "v_latest_scores" in views and len(views) >= 6
+
+    async def go() -> None:
+        conn = await asyncpg.connect(reader_dsn)
+        try:
+            assert await conn.fetchval("SELECT current_schema()") == "evallab"
+            for view in views:
+                await conn.fetch(f"SELECT * FROM {view} LIMIT 1")
+            # Read-only sessions by default; and with read-write asked for, no privilege either.
+            with pytest.raises(asyncpg.ReadOnlySQLTransactionError):
+                await conn.execute("DELETE FROM runs")
+            await conn.execute("SET default_transaction_read_only = off")
+            attempts = [
+                "INSERT INTO schema_migrations VALUES (99, 'x', 'x', now())",
+                "UPDATE runs SET status = 'succeeded'",
+                "DELETE FROM campaigns",
+                "CREATE TABLE evallab.grafana_notes (id int)",
+                "CREATE TABLE public.grafana_notes (id int)",
+                "CREATE VIEW v_mine AS SELECT 1",
+                "DROP VIEW v_latest_scores",
+                "COPY (SELECT 1) TO PROGRAM 'id'",
+            ]
+            for sql in attempts:
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    run(go())
+
+
 def test_queries_are_silent_on_an_empty_lab(migrated_dsn: str) -> None:
     async def go() -> dict[str, int]:
         conn = await asyncpg.connect(migrated_dsn)
@@ -234,6 +291,9 @@ def test_committed_files_match_the_generator(tmp_path: Path) -> None:
     ds = yaml.safe_load((GRAFANA / "provisioning/datasources/evallab.yaml").read_text())
     assert ds["datasources"][0]["uid"] == "evallab-pg"
     assert ds["datasources"][0]["url"] == "${EVALLAB_PG_HOST}:${EVALLAB_PG_PORT}"
+    # Grafana logs in as the read-only role `evallab db roles` creates.
+    assert ds["datasources"][0]["user"] == "${EVALLAB_GRAFANA_DB_USER}"
+    assert ds["datasources"][0]["secureJsonData"] == {"password": "${EVALLAB_GRAFANA_DB_PASSWORD}"}
 
 
 def test_macro_expansion_matches_grafana() -> None:

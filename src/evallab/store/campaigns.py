@@ -93,7 +93,7 @@ class CampaignQueries(StoreConnection):
         """Migrate, then insert (or re-open) ``rec``."""
 
         async def work(conn: asyncpg.Connection) -> None:
-            await migrate(conn)
+            await migrate(conn, schema=self.schema)
             await insert_campaign(conn, rec)
 
         self.run(work)

@@ -17,7 +17,7 @@ from typing import Self, TypeVar
 import asyncpg
 
 from evallab.errors import DatabaseError
-from evallab.store.db import connect, redact
+from evallab.store.db import configured_schema, connect, redact
 
 __all__ = ["StoreConnection"]
 
@@ -46,10 +46,12 @@ class StoreConnection:
     Args:
         dsn: The results database's DSN (see :func:`evallab.store.db.database`).
         timeout: Seconds to wait for a connection.
+        schema: The schema holding the lab's tables and views; default: the configured one.
     """
 
-    def __init__(self, dsn: str, *, timeout: float = 10.0) -> None:
+    def __init__(self, dsn: str, *, timeout: float = 10.0, schema: str | None = None) -> None:
         self.dsn = dsn
+        self.schema = schema or configured_schema()
         self._timeout = timeout
         self._runner: asyncio.Runner | None = None
         self._conn: asyncpg.Connection | None = None
@@ -95,7 +97,7 @@ class StoreConnection:
 
     async def _call(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         if self._conn is None or self._conn.is_closed():
-            self._conn = await connect(self.dsn, timeout=self._timeout)
+            self._conn = await connect(self.dsn, timeout=self._timeout, schema=self.schema)
             self.connections_opened += 1
         try:
             return await work(self._conn)

