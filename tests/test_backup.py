@@ -120,15 +120,8 @@ def second_server(pg_home: Path) -> Iterator[EmbeddedPostgres]:
 
 
 def _new_db(server: EmbeddedPostgres, name: str) -> str:
-    async def go() -> None:
-        conn = await asyncpg.connect(f"postgresql://evallab@127.0.0.1:{server.port}/postgres")
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-
-    asyncio.run(go())
-    return f"postgresql://evallab@127.0.0.1:{server.port}/{name}"
+    """A new, empty database on ``server`` with the lab's (empty) schema, as the lab's role."""
+    return server.ensure_database(name)
 
 
 def test_backup_restores_into_a_fresh_server_identically(
@@ -141,11 +134,11 @@ def test_backup_restores_into_a_fresh_server_identically(
     assert result.archive.name.endswith(".dump") and result.archive.stat().st_size > 0
     assert m.archive.sha256 == hashlib.sha256(result.archive.read_bytes()).hexdigest()
     assert m.server_major == m.pg_dump_major == int(m.server_version.split(".")[0])
-    assert m.tables["public.runs"].rows == 3
-    assert m.tables["public.telemetry"].rows == 40
-    assert m.tables["public.sample_outcome_sets"].rows == 1
-    assert m.tables["public.canaries"].rows == 3
-    assert m.tables["public.repro_violations"].rows == 1
+    assert m.tables["evallab.runs"].rows == 3
+    assert m.tables["evallab.telemetry"].rows == 40
+    assert m.tables["evallab.sample_outcome_sets"].rows == 1
+    assert m.tables["evallab.canaries"].rows == 3
+    assert m.tables["evallab.repro_violations"].rows == 1
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp files
     [row] = fetch(migrated_dsn, "SELECT path, sha256, size_bytes, total_rows FROM backups")
     assert (row["path"], row["sha256"]) == (str(result.archive), m.archive.sha256)
@@ -158,12 +151,12 @@ def test_backup_restores_into_a_fresh_server_identically(
     assert restored.rows == m.total_rows and restored.tables == len(m.tables)
     source, copy = _tables(migrated_dsn), _tables(target)
     # The source's backups row was written after the snapshot: the archive predates it.
-    assert source.pop("public.backups") != copy.pop("public.backups") == []
+    assert source.pop("evallab.backups") != copy.pop("evallab.backups") == []
     assert copy == source
     assert fetch(target, "SELECT count(*) AS n FROM sample_outcomes")[0]["n"] == 50
 
     # Restoring again into the now non-empty database is refused, naming what it holds.
-    with pytest.raises(BackupError, match=r"not empty: it holds \d+ object\(s\) \(public\."):
+    with pytest.raises(BackupError, match=r"not empty: it holds \d+ object\(s\) \(evallab\."):
         restore_backup(result.archive, target)
     cli = evallab(["restore", str(result.archive), "--dsn", target])
     assert cli.returncode == 2 and "Traceback" not in cli.stderr
@@ -171,9 +164,9 @@ def test_backup_restores_into_a_fresh_server_identically(
 
     # A manifest whose numbers don't match the archive fails verification, naming the table.
     manifest = json.loads(result.manifest_file.read_text())
-    manifest["tables"]["public.scores"]["rows"] += 1
+    manifest["tables"]["evallab.scores"]["rows"] += 1
     result.manifest_file.write_text(json.dumps(manifest))
-    with pytest.raises(BackupError, match=r"public\.scores: \d+ rows, the manifest says"):
+    with pytest.raises(BackupError, match=r"evallab\.scores: \d+ rows, the manifest says"):
         restore_backup(result.archive, _new_db(second_server, "tampered"))
     # A modified archive is refused before anything is restored.
     with result.archive.open("ab") as f:

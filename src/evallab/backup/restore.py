@@ -8,6 +8,9 @@ not restored: the restored objects belong to the user of the DSN, on whatever se
 
 from __future__ import annotations
 
+import os
+import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +79,28 @@ def _restore_tool(manifest: BackupManifest, target_major: int) -> PgTool:
     return find_pg_tool("pg_restore", target_major)
 
 
+def _without_schema_entries(tool: PgTool, archive: Path, schemas: list[str]) -> Path:
+    """The archive's table of contents minus its ``CREATE SCHEMA`` entries, as a list file."""
+    proc = subprocess.run(
+        [str(tool.path), "--list", str(archive)], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        raise BackupError(
+            f"pg_restore can't read the archive: {proc.stderr.strip()[-400:]}",
+            value=archive,
+            fix="the archive is damaged: restore another backup",
+        )
+    kept = [
+        line
+        for line in proc.stdout.splitlines()
+        if not any(f" SCHEMA - {name} " in f"{line} " for name in schemas)
+    ]
+    fd, name = tempfile.mkstemp(prefix="evallab-restore-", suffix=".list")
+    with os.fdopen(fd, "w") as fh:
+        fh.write("\n".join(kept) + "\n")
+    return Path(name)
+
+
 def restore_backup(archive: Path, dsn: str, *, tool: PgTool | None = None) -> RestoreResult:
     """Restore ``archive`` into the empty database at ``dsn`` and verify it.
 
@@ -103,21 +128,38 @@ def restore_backup(archive: Path, dsn: str, *, tool: PgTool | None = None) -> Re
                 "DSN with --dsn, or, for the embedded server, stop it and move <lab home>/pgdata "
                 "aside so the next start creates an empty one",
             )
+        # The lab's role owns its schema but may not create schemas: the schemas are made (or
+        # found, empty) first, and pg_restore is told to skip its own CREATE SCHEMA.
+        schemas = sorted({name.split(".", 1)[0] for name in manifest.tables})
+        refused = store.ensure_schemas(schemas)
+        if refused:
+            raise BackupError(
+                f"the target database has no schema {', '.join(refused)} and this role may not "
+                "create it",
+                value=redact(dsn),
+                fix=f"as an administrator: CREATE SCHEMA {refused[0]} AUTHORIZATION <the role of "
+                "--dsn> (or run `evallab db roles` against that server), then restore again",
+            )
         target = store.server_version()
         pg_restore = tool or _restore_tool(manifest, target.major)
-        run_pg_tool(
-            pg_restore,
-            [
-                "--single-transaction",
-                "--exit-on-error",
-                "--no-owner",
-                "--no-privileges",
-                str(archive),
-            ],
-            dsn,
-            what="pg_restore of the backup",
-            fix="nothing was restored (one transaction); read the message above",
-        )
+        listing = _without_schema_entries(pg_restore, archive, schemas)
+        try:
+            run_pg_tool(
+                pg_restore,
+                [
+                    "--single-transaction",
+                    "--exit-on-error",
+                    "--no-owner",
+                    "--no-privileges",
+                    f"--use-list={listing}",
+                    str(archive),
+                ],
+                dsn,
+                what="pg_restore of the backup",
+                fix="nothing was restored (one transaction); read the message above",
+            )
+        finally:
+            listing.unlink(missing_ok=True)
         digests = store.table_digests()
     verify_against(manifest, digests)
     return RestoreResult(manifest, len(digests), sum(d.rows for d in digests))

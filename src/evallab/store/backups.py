@@ -170,6 +170,27 @@ class BackupQueries(StoreConnection):
 
         return self.run(work)
 
+    def ensure_schemas(self, names: list[str]) -> list[str]:
+        """Create the schemas in ``names`` that don't exist yet (as the connected role).
+
+        Returns:
+            The schemas that could not be created (the role lacks CREATE on the database).
+        """
+
+        async def work(conn: asyncpg.Connection) -> list[str]:
+            refused = []
+            for name in names:
+                exists = await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", name)
+                if exists:
+                    continue
+                try:
+                    await conn.execute(f"CREATE SCHEMA {_ident(name)}")
+                except asyncpg.InsufficientPrivilegeError:
+                    refused.append(name)
+            return refused
+
+        return self.run(work)
+
     def record_backup(self, row: BackupRow) -> None:
         """Record a good backup (Grafana's "last good backup" panel and alert read these)."""
 
