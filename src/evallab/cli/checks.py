@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from evallab.cli.console import console
+from evallab.cli.console import console, styled
 from evallab.errors import PinError
 
 if TYPE_CHECKING:
@@ -53,11 +52,11 @@ def pins_check(
         style = _STATUS_STYLE.get(row.status, "")
         table.add_row(
             row.kind,
-            escape(row.name),
-            escape(row.requested),
-            escape(row.resolved),
-            f"[{style}]{row.status}[/]",
-            escape(row.detail),
+            row.name,
+            row.requested,
+            row.resolved,
+            styled(f"[{style}]{{}}[/]" if style else "{}", row.status),
+            row.detail,
         )
     console.print(table)
     if report.refused:
@@ -71,8 +70,10 @@ def pins_check(
         )
     if report.unpinned:
         console.print(
-            f"[yellow]{len(report.unpinned)} unpinned revision(s) accepted "
-            "(allow_unpinned: true); runs will be tagged unpinned.[/]"
+            styled(
+                f"[yellow]{len(report.unpinned)} unpinned revision(s) accepted "
+                "(allow_unpinned: true); runs will be tagged unpinned.[/]"
+            )
         )
 
 
@@ -136,12 +137,12 @@ def regressions(
     for r in found:
         table.add_row(
             f"{r.started_at:%Y-%m-%d %H:%M}",
-            escape(r.model_name),
-            escape(r.quant),
-            escape(r.runtime_label),
-            escape(r.benchmark),
-            escape(r.task),
-            escape(f"{r.metric},{r.filter}"),
+            r.model_name,
+            r.quant,
+            r.runtime_label,
+            r.benchmark,
+            r.task,
+            f"{r.metric},{r.filter}",
             f"{r.value:.4f}",
             f"{r.history_mean:.4f} ± {r.history_sd:.4f}",
             str(r.history_n),

@@ -20,8 +20,9 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
-from evallab.cli.console import console
+from evallab.cli.console import console, escape, styled
 
 __all__ = ["app"]
 
@@ -41,7 +42,9 @@ class RichReporter:
     def run_started(self, label: str, index: int, total: int) -> None:
         if self.task_id is None:
             self.task_id = self.progress.add_task("runs", total=total)
-        self.progress.update(self.task_id, description=f"[bold]{label}[/]", completed=index - 1)
+        self.progress.update(
+            self.task_id, description=f"[bold]{escape(label)}[/]", completed=index - 1
+        )
 
     def run_finished(self, outcome: Any) -> None:
         if self.task_id is not None:
@@ -49,11 +52,18 @@ class RichReporter:
         mark = {"succeeded": "[green]✓[/]", "failed": "[red]✗[/]"}.get(outcome.status, "•")
         note = " (skipped: already succeeded with the same pins)" if outcome.skipped else ""
         self.progress.console.print(
-            f"{mark} {outcome.model} · {outcome.runtime} · {outcome.benchmark} "
-            f"{outcome.status}{note} {outcome.reason[:300]}"
+            styled(
+                mark + " {} · {} · {} {}{} {}",
+                outcome.model,
+                outcome.runtime,
+                outcome.benchmark,
+                outcome.status,
+                note,
+                outcome.reason[:300],
+            )
         )
 
-    def message(self, text: str) -> None:
+    def message(self, text: str | Text) -> None:
         self.progress.console.print(text)
 
 
@@ -113,7 +123,9 @@ def run(
         )
         with progress:
             reporter = RichReporter(progress)
-            reporter.message(f"Preparing campaign [bold]{spec.name}[/] (pins, models, runtimes)")
+            reporter.message(
+                styled("Preparing campaign [bold]{}[/] (pins, models, runtimes)", spec.name)
+            )
             engine = CampaignEngine(
                 spec,
                 base_dir,

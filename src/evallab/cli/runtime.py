@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from evallab.cli.console import console
+from evallab.cli.console import console, styled
 from evallab.errors import SpecError
 
 __all__ = ["app"]
@@ -42,7 +42,9 @@ def install(
         "(a few minutes the first time)..."
     )
     item = install_runtime(kind, recipe, force=force)
-    console.print(f"[green]ok[/green] {kind}=={item.version} ({item.package}) at {item.path}")
+    console.print(
+        styled("[green]ok[/green] {}=={} ({}) at {}", kind, item.version, item.package, item.path)
+    )
 
 
 @app.command("list")
@@ -64,6 +66,6 @@ def list_cmd() -> None:
             i.python_version,
             i.installed_at,
             i.path,
-            "yes" if i.exists() else "[red]missing[/red]",
+            "yes" if i.exists() else styled("[red]missing[/red]"),
         )
     console.print(table)
