@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from typer.exceptions import TyperException
 
-from evallab.cli import checks, db, prefect, report, run, runtime
+from evallab.cli import checks, db, offline, prefect, report, run, runtime
 from evallab.cli.console import show_error, show_stop, styled
 from evallab.errors import LabError
 
@@ -45,6 +45,7 @@ def _top_level(sub: typer.Typer) -> None:
 
 # The order here is the order of `evallab --help`: commands first, then the groups.
 _top_level(run.app)  # run, results, ingest
+_top_level(offline.app)  # prefetch
 _top_level(checks.app)  # regressions
 _top_level(report.app)  # compare, diff, matrix
 _top_level(prefect.app)  # submit

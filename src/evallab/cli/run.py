@@ -104,14 +104,56 @@ def run(
             "bubblewrap is missing (recorded on every run). Dangerous.",
         ),
     ] = False,
+    offline: Annotated[
+        bool,
+        typer.Option(
+            "--offline",
+            help="Use only what is on this machine (sets HF_HUB_OFFLINE, HF_DATASETS_OFFLINE, "
+            "TRANSFORMERS_OFFLINE); checks first that every model, dataset and runtime is here "
+            "and lists what is missing (fetch it with `evallab prefetch`).",
+        ),
+    ] = False,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Only validate: the campaign file, its pins' form, its benchmarks' tasks (and "
+            "with --offline, that everything is here). Starts no model; writes nothing.",
+        ),
+    ] = False,
 ) -> None:
     """Evaluate every (model, runtime, benchmark) of a campaign and store the results."""
-    from evallab.campaign import CampaignEngine, DriverInfo, LocalExecutor, run_campaign
-    from evallab.spec import load_campaign
-    from evallab.store import Store
+    if offline:
+        from evallab.offline import go_offline
+
+        # Before the Hugging Face libraries are imported: they read these once.
+        go_offline()
+    from evallab.spec import load_campaign, require_pinned
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     spec, base_dir = load_campaign(campaign)
+    require_pinned(spec, campaign)
+    if offline or check:
+        from evallab.campaign.plan import check_benchmarks
+
+        check_benchmarks(spec, base_dir)
+    if offline:
+        from evallab.offline import require_offline_ready
+
+        needs = require_offline_ready(spec, base_dir, campaign)
+        console.print(
+            f"offline: everything this campaign needs is here ({len(needs)} item(s) checked)"
+        )
+    if check:
+        runs = len(spec.models) * len(spec.runtimes) * len(spec.benchmarks)
+        console.print(
+            f"campaign {spec.name} is valid: {len(spec.models)} model(s) x {len(spec.runtimes)} "
+            f"runtime(s) x {len(spec.benchmarks)} benchmark(s) = {runs} run(s); nothing was run"
+        )
+        return
+    from evallab.campaign import CampaignEngine, DriverInfo, LocalExecutor, run_campaign
+    from evallab.store import Store
+
     with Store.open() as store, _sigterm_interrupts():
         progress = Progress(
             SpinnerColumn(),
