@@ -26,6 +26,7 @@ from evallab.campaign.raw import (
     MANIFEST,
     full_disk_stops_campaign,
     read_run_dir,
+    stored_later,
     write_manifest,
     write_raw,
 )
@@ -38,7 +39,7 @@ from evallab.campaign.runs import (
     stored_outcome,
     unstored_folders,
 )
-from evallab.errors import HarnessError, RuntimeLaunchError
+from evallab.errors import DatabaseError, HarnessError, RuntimeLaunchError
 from evallab.harnesses import get_harness
 from evallab.harnesses.base import Harness, HarnessRequest, HarnessResult
 from evallab.models import ModelArtifact, resolve_model
@@ -259,7 +260,10 @@ class CampaignEngine:
             stored.record.campaign_id = rec.campaign_id
             if "recovered" not in stored.record.tags:
                 stored.record.tags.append("recovered")
-        self.store.store_run(stored)
+        try:
+            self.store.store_run(stored)
+        except DatabaseError as exc:
+            raise stored_later(exc, folder) from exc
         if self.guard is not None:
             self.notes.extend(self.guard.after_ingest(stored.record.run_id, stored.record.status))
         return stored_outcome(stored)

@@ -220,7 +220,12 @@ def results(
     task: Annotated[str | None, typer.Option(help="Only this task.")] = None,
     campaign: Annotated[str | None, typer.Option(help="Only this campaign name.")] = None,
     limit: Annotated[int, typer.Option(help="How many recent runs.")] = 20,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines for scripts.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print one JSON array of score rows (one object per score) for scripts."
+        ),
+    ] = False,
 ) -> None:
     """List recent runs and their scores."""
     from evallab.store import Store
