@@ -39,10 +39,13 @@ def pins_check(
     campaign: Annotated[Path, typer.Argument(help="Campaign YAML file.")],
 ) -> None:
     """Print the campaign's resolved pins without running anything; exit 1 if any is refused."""
+    from evallab.campaign.plan import check_benchmarks
     from evallab.pins import verify_pins
     from evallab.spec import load_campaign
 
     spec, base_dir = load_campaign(campaign)
+    # Unknown tasks and unreadable task YAMLs are named as such, not as unresolvable pins.
+    check_benchmarks(spec, base_dir)
     with console.status("Resolving pins (models, datasets, runtimes, environment)"):
         report = verify_pins(spec, base_dir, raise_on_refusal=False)
     table = Table(title=f"Pins of campaign {spec.name}")

@@ -68,22 +68,23 @@ class LmEvalHarness:
                             "resolve against the YAML's own folder",
                         )
                 continue
+            broken = custom_tasks.yaml_problems(tasks_dir)
+            if broken:
+                # The task is most likely defined in a file the parser gave up on: the syntax
+                # error is the problem to fix, not the task's name (and lm-eval's index of the
+                # folder would stumble on it too).
+                raise SpecError(
+                    f"benchmark {benchmark.name!r} names task {task!r}, which no readable task "
+                    f"YAML defines, and {len(broken)} custom task YAML(s) are not valid YAML: "
+                    f"{'; '.join(p.describe() for p in broken[:3])}",
+                    value=broken[0].path,
+                    fix="fix the YAML syntax at that line (indentation, colons, quotes)",
+                )
             if builtin is None:
                 # lm-eval's own names: a custom folder's YAMLs count only as discovered above.
                 # The catalog with the custom folder is the one pins already built (cached).
                 builtin = task_catalog([tasks_dir]).builtin_names
             if task not in builtin:
-                broken = custom_tasks.yaml_problems(tasks_dir)
-                if broken:
-                    # The task is most likely defined in a file the parser gave up on: the
-                    # syntax error is the problem to fix, not the task's name.
-                    raise SpecError(
-                        f"benchmark {benchmark.name!r} names task {task!r}, which no readable "
-                        f"task YAML defines, and {len(broken)} custom task YAML(s) are not valid "
-                        f"YAML: {'; '.join(p.describe() for p in broken[:3])}",
-                        value=broken[0].path,
-                        fix="fix the YAML syntax at that line (indentation, colons, quotes)",
-                    )
                 close = difflib.get_close_matches(task, [*custom, *builtin], n=5, cutoff=0.6)
                 hint = f"did you mean {', '.join(close)}? " if close else ""
                 raise UnknownTaskError(
