@@ -71,7 +71,9 @@ def test_values_that_look_like_markup_print_as_written(tmp_path: Path, value: st
     rc, out = cli(["prefetch", value])
     assert rc == 2 and f"Value: {value}." in one_paragraph_error(out)
     # Inside a campaign file: a repository id is quoted back in the validation error.
-    path = campaign(tmp_path, f"  - {{name: m, source: hf, repo: '{value}/a/b', revision: {SHA}}}\n")
+    path = campaign(
+        tmp_path, f"  - {{name: m, source: hf, repo: '{value}/a/b', revision: {SHA}}}\n"
+    )
     rc, out = cli(["run", "--check", str(path)])
     assert rc == 2 and f"'{value}/a/b'" in one_paragraph_error(out)
 

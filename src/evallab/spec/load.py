@@ -137,6 +137,12 @@ def load_campaign(path: str | Path) -> tuple[CampaignSpec, Path]:
             value=p,
             fix="fix the YAML syntax (indentation, colons, quotes)",
         ) from exc
+    except RecursionError as exc:
+        raise SpecError(
+            "campaign file nests lists or mappings too deeply to read",
+            value=p,
+            fix="a campaign is a few levels deep: check the file is the campaign YAML",
+        ) from exc
     if not isinstance(raw, dict):
         raise SpecError(
             "campaign file must hold a mapping at its top level",
