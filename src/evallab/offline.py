@@ -11,7 +11,7 @@ installs what is missing, at the campaign's pins, on a machine with network acce
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -150,7 +150,7 @@ def _dataset_need(name: str, repo: str, config: str | None, revision: str) -> Ne
     return Need("dataset", name, what, _hub_dataset_present(repo, revision or "main"), fetch)
 
 
-def _task_configs(spec: CampaignSpec, tasks_dir: Path) -> list[tuple[str, dict[str, Any]]]:
+def _task_configs(spec: CampaignSpec, tasks_dir: Path) -> list[tuple[str, Mapping[str, Any]]]:
     """(leaf task name, config) of every lm-eval task the campaign runs.
 
     A self-contained custom task is read from its YAML; only other names (lm-eval's own tasks,
@@ -161,7 +161,7 @@ def _task_configs(spec: CampaignSpec, tasks_dir: Path) -> list[tuple[str, dict[s
     from evallab.harnesses.lm_eval.tasks import task_catalog
 
     custom = discover(tasks_dir)
-    found: list[tuple[str, dict[str, Any]]] = []
+    found: list[tuple[str, Mapping[str, Any]]] = []
     for bench in spec.benchmarks:
         if bench.harness != "lm_eval":
             continue
