@@ -15,8 +15,17 @@ from evallab.errors import ModelError, PinError
 from evallab.hub import HubClient, bound_hub_library_timeouts, cached_ref, call_hub, hub_offline
 from evallab.paths import lab_home
 from evallab.spec import HubModelSpec, LocalModelSpec, ModelSpec, TinyModelSpec
+from evallab.spec.base import FULL_SHA
 
-__all__ = ["ModelArtifact", "folder_sha256", "gguf_parts", "resolve_model", "sha256_file"]
+__all__ = [
+    "ModelArtifact",
+    "cached_snapshot",
+    "folder_sha256",
+    "gguf_parts",
+    "hub_snapshot",
+    "resolve_model",
+    "sha256_file",
+]
 
 _CHUNK = 1 << 20
 # A split GGUF's parts: ``name-00001-of-00003.gguf`` .. ``name-00003-of-00003.gguf``.
@@ -223,7 +232,45 @@ def _cached_snapshot(repo: str, sha: str) -> Path | None:
         return None
 
 
+def cached_snapshot(repo: str, revision: str) -> Path | None:
+    """The cached snapshot of ``repo`` at ``revision``, None if the local cache lacks it.
+
+    ``revision`` is a commit, or a branch/tag whose ref the cache recorded. Never touches the
+    network.
+    """
+    sha = revision if FULL_SHA.match(revision) else cached_ref("model", repo, revision)
+    return _cached_snapshot(repo, sha) if sha else None
+
+
 def _hub(spec: HubModelSpec, allow_unpinned: bool) -> ModelArtifact:
+    folder, revision = hub_snapshot(spec, allow_unpinned)
+    gguf = folder / spec.gguf_file if spec.gguf_file else None
+    return ModelArtifact(
+        name=spec.name,
+        source="hf",
+        model_id=spec.repo,
+        revision=revision,
+        sha256=folder_sha256(folder, _hub_patterns(spec)),
+        path=folder,
+        quant=spec.quant,
+        chat=spec.chat,
+        pinned=spec.is_pinned,
+        gguf_path=gguf,
+        weights_sha256=_gguf_sha(spec, gguf) or _weights_sha(folder),
+    )
+
+
+def hub_snapshot(spec: HubModelSpec, allow_unpinned: bool) -> tuple[Path, str]:
+    """The local snapshot of a hub model at its revision, downloaded unless already cached.
+
+    Returns:
+        The snapshot folder and the commit sha it holds.
+
+    Raises:
+        HubUnreachableError: the hub can't be reached or stays busy.
+        ModelError: unknown repository or revision, gated without a token, offline cache miss.
+        PinError: the revision is a branch/tag and unpinned models aren't allowed.
+    """
     from huggingface_hub import snapshot_download
 
     hub = HubClient()
@@ -278,20 +325,7 @@ def _hub(spec: HubModelSpec, allow_unpinned: bool) -> ModelArtifact:
             repo=spec.repo,
             revision=revision,
         )
-    gguf = folder / spec.gguf_file if spec.gguf_file else None
-    return ModelArtifact(
-        name=spec.name,
-        source="hf",
-        model_id=spec.repo,
-        revision=revision,
-        sha256=folder_sha256(folder, patterns),
-        path=folder,
-        quant=spec.quant,
-        chat=spec.chat,
-        pinned=pinned,
-        gguf_path=gguf,
-        weights_sha256=_gguf_sha(spec, gguf) or _weights_sha(folder),
-    )
+    return folder, revision
 
 
 def resolve_model(

@@ -128,7 +128,8 @@ def resolve_run(store: Store, selector: str | Selector) -> RunRef:
             raise ComparisonError(
                 "no run has an id starting with this prefix",
                 value=sel.text,
-                fix="list runs with 'evallab runs' and copy an id, or use model=...,benchmark=...",
+                fix="list runs with `evallab results` and copy an id, or use "
+                "model=...,benchmark=...",
             )
         if len(refs) > 1:
             raise ComparisonError(
@@ -142,7 +143,8 @@ def resolve_run(store: Store, selector: str | Selector) -> RunRef:
         raise ComparisonError(
             "no run matches the selector",
             value=sel.text,
-            fix="check the names (model, benchmark, campaign, runtime, quant) with 'evallab runs'",
+            fix="check the names (model, benchmark, campaign, runtime, quant) with "
+            "`evallab results`",
         )
     ok = [r for r in refs if r.status == "succeeded"]
     if not ok:

@@ -27,6 +27,7 @@ from evallab.campaign.raw import (
     MANIFEST,
     full_disk_stops_campaign,
     read_run_dir,
+    stored_later,
     write_manifest,
     write_raw,
 )
@@ -39,7 +40,7 @@ from evallab.campaign.runs import (
     stored_outcome,
     unstored_folders,
 )
-from evallab.errors import HarnessError, RuntimeLaunchError
+from evallab.errors import DatabaseError, HarnessError, RuntimeLaunchError
 from evallab.harnesses import get_harness
 from evallab.harnesses.base import Harness, HarnessRequest, HarnessResult
 from evallab.models import ModelArtifact, resolve_model
@@ -266,7 +267,10 @@ class CampaignEngine:
             if "recovered" not in stored.record.tags:
                 stored.record.tags.append("recovered")
         # The engine re-stores a run it evaluated again (one stored as failed, same run id).
-        self.store.store_run(stored, replace=True)
+        try:
+            self.store.store_run(stored, replace=True)
+        except DatabaseError as exc:
+            raise stored_later(exc, folder) from exc
         self.notes.extend(stored.warnings)
         if self.guard is not None:
             self.notes.extend(self.guard.after_ingest(stored.record.run_id, stored.record.status))

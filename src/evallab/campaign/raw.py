@@ -34,7 +34,7 @@ from evallab.campaign.manifest import (
     verify_seal,
 )
 from evallab.diskfull import describe_space, is_disk_full
-from evallab.errors import StorageError
+from evallab.errors import DatabaseError, StorageError
 from evallab.harnesses.base import HarnessResult, ScoreRow
 from evallab.harnesses.rederive import check_recorded_scores, rederive_scores
 from evallab.models import sha256_file
@@ -49,6 +49,7 @@ __all__ = [
     "StoredRun",
     "full_disk_stops_campaign",
     "read_run_dir",
+    "stored_later",
     "write_manifest",
     "write_raw",
 ]
@@ -328,3 +329,17 @@ def full_disk_stops_campaign(out_dir: Path, label: str) -> Iterator[None]:
             fix="free space there or point EVALLAB_RUNS_DIR at a disk with room, then re-run "
             "the same command with --resume to skip the runs that already succeeded",
         ) from exc
+
+
+def stored_later(exc: DatabaseError, folder: Path) -> DatabaseError:
+    """The error of storing a run folder, naming the folder and the command that stores it later.
+
+    Keeps the error's class (a lost connection stays transient, so the failure policy still
+    retries the step).
+    """
+    return type(exc)(
+        f"{exc.what.rstrip('.')}; the run's outputs are kept in its folder {folder}",
+        value=folder,
+        fix=f"once the database is back, store the run with `evallab ingest {folder}` (or re-run "
+        "the campaign with --resume: finished runs are stored, not evaluated again)",
+    )

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from typing import Annotated
 
-import click
 import typer
+from typer.exceptions import TyperException
 
-from evallab.cli import backup, checks, db, gc, prefect, report, run, runtime
-from evallab.cli.console import show_error, show_stop
+from evallab.cli import backup, checks, db, gc, offline, prefect, report, run, runtime
+from evallab.cli.console import show_error, show_stop, styled
 from evallab.errors import LabError
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "run_cli"]
 
 app = typer.Typer(
     name="evallab",
@@ -44,6 +45,7 @@ def _top_level(sub: typer.Typer) -> None:
 
 # The order here is the order of `evallab --help`: commands first, then the groups.
 _top_level(run.app)  # run, results, ingest
+_top_level(offline.app)  # prefetch
 _top_level(checks.app)  # regressions
 _top_level(report.app)  # compare, diff, matrix
 _top_level(prefect.app)  # submit
@@ -58,28 +60,46 @@ app.add_typer(prefect.prefect_app, name="prefect")
 app.add_typer(prefect.webhook_app, name="webhook")
 
 
+def run_cli(args: Sequence[str] | None = None) -> int:
+    """Run the app on ``args`` (default ``sys.argv[1:]``) and return its exit code.
+
+    Every way a command line can go wrong ends here as one message on stderr and an exit code,
+    never a traceback: a LabError is one paragraph (exit 2, its own code), a usage error (unknown
+    command or option, missing or malformed argument) is typer's usage message (exit 2), an
+    aborted prompt or Ctrl-C exits 130.
+    """
+    argv = list(sys.argv[1:] if args is None else args)
+    if "--debug" in argv[:1] or os.environ.get("EVALLAB_DEBUG"):
+        _state["debug"] = True
+    try:
+        # Without standalone mode, typer returns an Exit's code instead of exiting with it, and
+        # raises usage errors for this function to show.
+        rc = app(args=argv, prog_name="evallab", standalone_mode=False)
+    except LabError as exc:
+        show_error(exc, debug=_state["debug"])
+        return exc.exit_code
+    except typer.Exit as exc:
+        return exc.exit_code
+    except TyperException as exc:
+        # Usage errors (typer's vendored click): "No such command", "Missing argument"...
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            show_stop(f"error: {exc.format_message()}")
+        return int(exc.exit_code)
+    except typer.Abort:
+        show_stop(styled("[bold red]aborted[/]"))
+        return 130
+    except KeyboardInterrupt:
+        show_stop(styled("[bold red]interrupted[/]: finished runs are kept; re-run with --resume"))
+        return 130
+    return rc if isinstance(rc, int) else 0
+
+
 def main() -> None:
     """Console-script entry point: run the app, turning LabErrors into one paragraph."""
     # lm-eval's own tqdm bars would tear through the rich progress display; the lab draws one
     # bar per run instead.
     os.environ.setdefault("TQDM_DISABLE", "1")
-    if "--debug" in sys.argv[1:2] or os.environ.get("EVALLAB_DEBUG"):
-        _state["debug"] = True
-    try:
-        # Without standalone mode, typer returns an Exit's code instead of exiting with it.
-        rc = app(standalone_mode=False)
-    except LabError as exc:
-        show_error(exc, debug=_state["debug"])
-        sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        show_stop("[bold red]aborted[/]")
-        sys.exit(130)
-    except KeyboardInterrupt:
-        show_stop("[bold red]interrupted[/]: finished runs are kept; re-run with --resume")
-        sys.exit(130)
-    sys.exit(rc if isinstance(rc, int) else 0)
+    sys.exit(run_cli())

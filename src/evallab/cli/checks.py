@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from evallab.cli.console import console
+from evallab.cli.console import console, styled
 from evallab.errors import PinError
 
 if TYPE_CHECKING:
@@ -40,10 +39,13 @@ def pins_check(
     campaign: Annotated[Path, typer.Argument(help="Campaign YAML file.")],
 ) -> None:
     """Print the campaign's resolved pins without running anything; exit 1 if any is refused."""
+    from evallab.campaign.plan import check_benchmarks
     from evallab.pins import verify_pins
     from evallab.spec import load_campaign
 
     spec, base_dir = load_campaign(campaign)
+    # Unknown tasks and unreadable task YAMLs are named as such, not as unresolvable pins.
+    check_benchmarks(spec, base_dir)
     with console.status("Resolving pins (models, datasets, runtimes, environment)"):
         report = verify_pins(spec, base_dir, raise_on_refusal=False)
     table = Table(title=f"Pins of campaign {spec.name}")
@@ -53,11 +55,11 @@ def pins_check(
         style = _STATUS_STYLE.get(row.status, "")
         table.add_row(
             row.kind,
-            escape(row.name),
-            escape(row.requested),
-            escape(row.resolved),
-            f"[{style}]{row.status}[/]",
-            escape(row.detail),
+            row.name,
+            row.requested,
+            row.resolved,
+            styled(f"[{style}]{{}}[/]" if style else "{}", row.status),
+            row.detail,
         )
     console.print(table)
     if report.refused:
@@ -71,8 +73,10 @@ def pins_check(
         )
     if report.unpinned:
         console.print(
-            f"[yellow]{len(report.unpinned)} unpinned revision(s) accepted "
-            "(allow_unpinned: true); runs will be tagged unpinned.[/]"
+            styled(
+                f"[yellow]{len(report.unpinned)} unpinned revision(s) accepted "
+                "(allow_unpinned: true); runs will be tagged unpinned.[/]"
+            )
         )
 
 
@@ -136,12 +140,12 @@ def regressions(
     for r in found:
         table.add_row(
             f"{r.started_at:%Y-%m-%d %H:%M}",
-            escape(r.model_name),
-            escape(r.quant),
-            escape(r.runtime_label),
-            escape(r.benchmark),
-            escape(r.task),
-            escape(f"{r.metric},{r.filter}"),
+            r.model_name,
+            r.quant,
+            r.runtime_label,
+            r.benchmark,
+            r.task,
+            f"{r.metric},{r.filter}",
             f"{r.value:.4f}",
             f"{r.history_mean:.4f} ± {r.history_sd:.4f}",
             str(r.history_n),

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from evallab.cli.console import console
+from evallab.cli.console import console, styled
 
 __all__ = ["app"]
 
@@ -59,9 +59,9 @@ def db_status() -> None:
         table.add_row(
             f"{r.version:04d}",
             r.name,
-            "yes" if r.applied else "[yellow]pending[/]",
+            "yes" if r.applied else styled("[yellow]pending[/]"),
             r.applied_at or "",
-            "ok" if r.checksum_ok else "[red]EDITED[/]",
+            "ok" if r.checksum_ok else styled("[red]EDITED[/]"),
         )
     console.print(table)
     for note in notes:

@@ -8,10 +8,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from evallab.cli.console import console
+from evallab.cli.console import console, styled
 
 __all__ = ["app"]
 
@@ -84,18 +83,18 @@ def gc(
         table.add_row(
             a.action,
             str(a.run.run_id)[:8],
-            escape(a.run.model_name),
-            escape(a.run.benchmark),
+            a.run.model_name,
+            a.run.benchmark,
             f"{a.run.started_at:%Y-%m-%d %H:%M}",
             _gb(a.size_bytes),
             a.reason,
         )
     for run, why in plan.spared:
         table.add_row(
-            "[green]keep[/]",
+            styled("[green]keep[/]"),
             str(run.run_id)[:8],
-            escape(run.model_name),
-            escape(run.benchmark),
+            run.model_name,
+            run.benchmark,
             f"{run.started_at:%Y-%m-%d %H:%M}",
             "",
             why,
@@ -112,6 +111,9 @@ def gc(
     )
     if plan.over_quota and plan.quota_bytes is not None:
         console.print(
-            f"[yellow]still over the {_gb(plan.quota_bytes)} quota[/]: what remains is "
-            "protected (canary baselines, repro comparisons, regressions) or still running"
+            styled(
+                "[yellow]still over the {} quota[/]: what remains is protected (canary "
+                "baselines, repro comparisons, regressions) or still running",
+                _gb(plan.quota_bytes),
+            )
         )

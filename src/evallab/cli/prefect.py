@@ -185,9 +185,10 @@ def submit(
 ) -> None:
     """Hand a campaign to the Prefect campaign deployment (validated here first)."""
     module = _orchestration("flows.submit")
-    from evallab.spec import load_campaign
+    from evallab.spec import load_campaign, require_pinned
 
-    load_campaign(campaign)
+    spec, _ = load_campaign(campaign)
+    require_pinned(spec, campaign)
     try:
         run: Any = module.submit_campaign(
             campaign, deployment=deployment, resume=resume, timeout=None if wait else 0

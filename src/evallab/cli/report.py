@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from evallab.cli.console import console
+from evallab.cli.console import console, styled
 
 if TYPE_CHECKING:
     from evallab.analysis.matrix import CampaignMatrix
@@ -44,8 +45,8 @@ def _clip(text: str | None, n: int = 160) -> str:
 
 
 def _print_comparison(cmp: Comparison, show_flips: int) -> None:
-    console.print(f"[bold]A[/] {escape(cmp.a.label)}  [dim]{cmp.a.campaign}[/]")
-    console.print(f"[bold]B[/] {escape(cmp.b.label)}  [dim]{cmp.b.campaign}[/]")
+    console.print(styled("[bold]A[/] {}  [dim]{}[/]", cmp.a.label, cmp.a.campaign))
+    console.print(styled("[bold]B[/] {}  [dim]{}[/]", cmp.b.label, cmp.b.campaign))
     level = round(cmp.confidence * 100)
     table = Table(title=f"B - A, paired over the same documents ({level} % CI)")
     for col, just in (
@@ -69,7 +70,7 @@ def _print_comparison(cmp: Comparison, show_flips: int) -> None:
         flips = f"+{r.b_only}/-{r.a_only}" if r.test == "mcnemar-exact" else "—"
         table.add_row(
             row.task,
-            escape(metric),
+            metric,
             str(r.n),
             f"{r.mean_a:.4f}",
             f"{r.mean_b:.4f}",
@@ -78,18 +79,21 @@ def _print_comparison(cmp: Comparison, show_flips: int) -> None:
             _p(r.p_value),
             r.test,
             flips,
-            f"[{style}]{row.verdict}[/]" if style else row.verdict,
+            styled(f"[{style}]{{}}[/]", row.verdict) if style else row.verdict,
         )
     console.print(table)
     for ref in cmp.refused:
-        console.print(f"[yellow]refused[/] {ref.task}/{ref.metric}: {escape(ref.reason)}")
+        console.print(styled("[yellow]refused[/] {}/{}: {}", ref.task, ref.metric, ref.reason))
     if cmp.only_a or cmp.only_b:
         console.print(
-            f"[dim]not shared — only in A: {', '.join(cmp.only_a) or 'none'}; "
-            f"only in B: {', '.join(cmp.only_b) or 'none'}[/]"
+            styled(
+                "[dim]not shared — only in A: {}; only in B: {}[/]",
+                ", ".join(cmp.only_a) or "none",
+                ", ".join(cmp.only_b) or "none",
+            )
         )
     for note in cmp.notes:
-        console.print(f"[yellow]note[/] {escape(note)}")
+        console.print(styled("[yellow]note[/] {}", note))
     if show_flips <= 0:
         return
     seen: set[tuple[str, int]] = set()
@@ -97,19 +101,22 @@ def _print_comparison(cmp: Comparison, show_flips: int) -> None:
         if not row.flips:
             continue
         console.print(
-            f"\n[bold]{row.task} / {row.metric}[/]: {row.n_flipped} documents flipped "
-            f"(showing {min(show_flips, len(row.flips))})"
+            styled(
+                "\n[bold]{} / {}[/]: {} documents flipped (showing {})",
+                row.task,
+                row.metric,
+                row.n_flipped,
+                min(show_flips, len(row.flips)),
+            )
         )
         for f in row.flips[:show_flips]:
             if (f.task, f.doc_id) in seen:
                 continue
             seen.add((f.task, f.doc_id))
             mark = "[green]gained[/]" if f.direction == "gained" else "[red]lost[/]"
-            console.print(f"  doc {f.doc_id} {mark}  prompt: {escape(_clip(f.prompt))}")
-            console.print(f"    target: {escape(_clip(f.target, 80))}")
-            console.print(
-                f"    A: {escape(_clip(f.output_a, 80))}   B: {escape(_clip(f.output_b, 80))}"
-            )
+            console.print(styled("  doc {} " + mark + "  prompt: {}", f.doc_id, _clip(f.prompt)))
+            console.print(f"    target: {_clip(f.target, 80)}")
+            console.print(f"    A: {_clip(f.output_a, 80)}   B: {_clip(f.output_b, 80)}")
 
 
 @app.command("compare")
@@ -156,16 +163,16 @@ def compare_cmd(
 
 
 def _print_diff(a: RunRef, b: RunRef, diffs: list[FieldDiff], same: int) -> None:
-    console.print(f"[bold]A[/] {escape(a.label)}\n[bold]B[/] {escape(b.label)}")
+    console.print(styled("[bold]A[/] {}\n[bold]B[/] {}", a.label, b.label))
     if not diffs:
-        console.print(f"[green]identical provenance[/] ({same} fields)")
+        console.print(styled("[green]identical provenance[/] ({} fields)", same))
         return
     table = Table(title=f"provenance that differs ({len(diffs)}; {same} fields identical)")
     table.add_column("field")
     table.add_column("A", overflow="fold")
     table.add_column("B", overflow="fold")
     for d in diffs:
-        table.add_row(d.field, escape(d.a), escape(d.b))
+        table.add_row(d.field, d.a, d.b)
     console.print(table)
 
 
@@ -201,27 +208,27 @@ def _print_matrix(m: CampaignMatrix) -> None:
     table.add_column("benchmark / task / metric")
     for col in m.columns:
         ref = " (ref)" if col == m.reference else ""
-        table.add_column(escape(col.label + ref), justify="right")
+        table.add_column(col.label + ref, justify="right")
     for row in m.rows:
         metric = row.metric + (f" [{row.filter}]" if row.filter not in ("", "none") else "")
-        cells = []
+        cells: list[Text | str] = []
         for col in m.columns:
             c = row.cells.get(col.label)
             if c is None:
-                cells.append("[dim]—[/]")
+                cells.append(styled("[dim]—[/]"))
                 continue
             text = f"{c.value:.4f}"
             if c.ci_half is not None:
                 text += f" ± {c.ci_half:.4f}"
             if c.status != "succeeded":
-                text = f"[strike]{text}[/] [red]{c.status}[/]"
+                text = f"[strike]{text}[/] [red]{escape(c.status)}[/]"
             if c.delta is not None:
                 good = (c.delta > 0) == row.higher_is_better
                 colour = ("green" if good else "red") if c.significant else "dim"
                 star = "*" if c.significant else ""
                 text += f"\n[{colour}]Δ {c.delta:+.4f}{star}[/]"
-            cells.append(text)
-        table.add_row(escape(f"{row.benchmark} / {row.task} / {metric}"), *cells)
+            cells.append(Text.from_markup(text))
+        table.add_row(f"{row.benchmark} / {row.task} / {metric}", *cells)
     console.print(table)
 
 

@@ -20,8 +20,9 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
-from evallab.cli.console import console
+from evallab.cli.console import console, escape, styled
 
 __all__ = ["app"]
 
@@ -41,7 +42,9 @@ class RichReporter:
     def run_started(self, label: str, index: int, total: int) -> None:
         if self.task_id is None:
             self.task_id = self.progress.add_task("runs", total=total)
-        self.progress.update(self.task_id, description=f"[bold]{label}[/]", completed=index - 1)
+        self.progress.update(
+            self.task_id, description=f"[bold]{escape(label)}[/]", completed=index - 1
+        )
 
     def run_finished(self, outcome: Any) -> None:
         if self.task_id is not None:
@@ -49,11 +52,18 @@ class RichReporter:
         mark = {"succeeded": "[green]✓[/]", "failed": "[red]✗[/]"}.get(outcome.status, "•")
         note = " (skipped: already succeeded with the same pins)" if outcome.skipped else ""
         self.progress.console.print(
-            f"{mark} {outcome.model} · {outcome.runtime} · {outcome.benchmark} "
-            f"{outcome.status}{note} {outcome.reason[:300]}"
+            styled(
+                mark + " {} · {} · {} {}{} {}",
+                outcome.model,
+                outcome.runtime,
+                outcome.benchmark,
+                outcome.status,
+                note,
+                outcome.reason[:300],
+            )
         )
 
-    def message(self, text: str) -> None:
+    def message(self, text: str | Text) -> None:
         self.progress.console.print(text)
 
 
@@ -94,14 +104,56 @@ def run(
             "bubblewrap is missing (recorded on every run). Dangerous.",
         ),
     ] = False,
+    offline: Annotated[
+        bool,
+        typer.Option(
+            "--offline",
+            help="Use only what is on this machine (sets HF_HUB_OFFLINE, HF_DATASETS_OFFLINE, "
+            "TRANSFORMERS_OFFLINE); checks first that every model, dataset and runtime is here "
+            "and lists what is missing (fetch it with `evallab prefetch`).",
+        ),
+    ] = False,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Only validate: the campaign file, its pins' form, its benchmarks' tasks (and "
+            "with --offline, that everything is here). Starts no model; writes nothing.",
+        ),
+    ] = False,
 ) -> None:
     """Evaluate every (model, runtime, benchmark) of a campaign and store the results."""
-    from evallab.campaign import CampaignEngine, DriverInfo, LocalExecutor, run_campaign
-    from evallab.spec import load_campaign
-    from evallab.store import Store
+    if offline:
+        from evallab.offline import go_offline
+
+        # Before the Hugging Face libraries are imported: they read these once.
+        go_offline()
+    from evallab.spec import load_campaign, require_pinned
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     spec, base_dir = load_campaign(campaign)
+    require_pinned(spec, campaign)
+    if offline or check:
+        from evallab.campaign.plan import check_benchmarks
+
+        check_benchmarks(spec, base_dir)
+    if offline:
+        from evallab.offline import require_offline_ready
+
+        needs = require_offline_ready(spec, base_dir, campaign)
+        console.print(
+            f"offline: everything this campaign needs is here ({len(needs)} item(s) checked)"
+        )
+    if check:
+        runs = len(spec.models) * len(spec.runtimes) * len(spec.benchmarks)
+        console.print(
+            f"campaign {spec.name} is valid: {len(spec.models)} model(s) x {len(spec.runtimes)} "
+            f"runtime(s) x {len(spec.benchmarks)} benchmark(s) = {runs} run(s); nothing was run"
+        )
+        return
+    from evallab.campaign import CampaignEngine, DriverInfo, LocalExecutor, run_campaign
+    from evallab.store import Store
+
     with Store.open() as store, _sigterm_interrupts():
         progress = Progress(
             SpinnerColumn(),
@@ -113,7 +165,9 @@ def run(
         )
         with progress:
             reporter = RichReporter(progress)
-            reporter.message(f"Preparing campaign [bold]{spec.name}[/] (pins, models, runtimes)")
+            reporter.message(
+                styled("Preparing campaign [bold]{}[/] (pins, models, runtimes)", spec.name)
+            )
             engine = CampaignEngine(
                 spec,
                 base_dir,
@@ -166,7 +220,12 @@ def results(
     task: Annotated[str | None, typer.Option(help="Only this task.")] = None,
     campaign: Annotated[str | None, typer.Option(help="Only this campaign name.")] = None,
     limit: Annotated[int, typer.Option(help="How many recent runs.")] = 20,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines for scripts.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print one JSON array of score rows (one object per score) for scripts."
+        ),
+    ] = False,
 ) -> None:
     """List recent runs and their scores."""
     from evallab.store import Store
@@ -244,7 +303,7 @@ def ingest(
         for d in run_dirs:
             stored = read_run_dir(d)
             for warning in stored.warnings:
-                console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+                console.print(styled("[yellow]warning:[/] {}", warning), highlight=False)
             outcome = store.store_run(stored, replace=replace)
             record = stored.record
             console.print(

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from evallab.cli.console import console
+from evallab.cli.console import console, styled
 from evallab.errors import SpecError
 
 __all__ = ["app"]
@@ -57,7 +57,9 @@ def install(
             fix="drop --build-env (it applies to source-built runtimes such as llamacpp)",
         )
     item = install_runtime(kind, recipe, force=force, build_env=overrides)
-    console.print(f"[green]ok[/green] {kind}=={item.version} ({item.package}) at {item.path}")
+    console.print(
+        styled("[green]ok[/green] {}=={} ({}) at {}", kind, item.version, item.package, item.path)
+    )
 
 
 def _parse_build_env(pairs: list[str], pin: str) -> dict[str, str]:
@@ -94,6 +96,6 @@ def list_cmd() -> None:
             i.python_version,
             i.installed_at,
             i.path,
-            "yes" if i.exists() else "[red]missing[/red]",
+            "yes" if i.exists() else styled("[red]missing[/red]"),
         )
     console.print(table)

@@ -16,7 +16,15 @@ from typing import Any
 
 import yaml
 
-__all__ = ["CustomTask", "discover", "stage", "tasks_commit", "tasks_sha256"]
+__all__ = [
+    "CustomTask",
+    "YamlProblem",
+    "discover",
+    "stage",
+    "tasks_commit",
+    "tasks_sha256",
+    "yaml_problems",
+]
 
 
 class _Tagged:
@@ -90,12 +98,49 @@ def _absolutize(files: Any, base: Path) -> Any:
     return files
 
 
-def _load(path: Path) -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class YamlProblem:
+    """A task YAML that can't be read: its file, where the parser stopped, and why."""
+
+    path: Path
+    line: int | None
+    column: int | None
+    problem: str
+
+    def describe(self) -> str:
+        """``file, line N, column M: problem``."""
+        where = f", line {self.line}, column {self.column}" if self.line is not None else ""
+        return f"{self.path}{where}: {self.problem}"
+
+
+def _parse(path: Path) -> tuple[Any, YamlProblem | None]:
     try:
-        data = yaml.load(path.read_text(), Loader=_Loader)
-    except yaml.YAMLError:
-        return None
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader), None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        problem = str(getattr(exc, "problem", None) or exc).strip()
+        if mark is None:
+            return None, YamlProblem(path, None, None, problem)
+        return None, YamlProblem(path, mark.line + 1, mark.column + 1, problem)
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, YamlProblem(path, None, None, f"can't be read as UTF-8 text ({exc})")
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    data, _ = _parse(path)
     return data if isinstance(data, dict) else None
+
+
+def yaml_problems(tasks_dir: Path) -> list[YamlProblem]:
+    """The task YAMLs under ``tasks_dir`` that are not valid YAML (their tasks are invisible)."""
+    if not tasks_dir.is_dir():
+        return []
+    found = []
+    for path in sorted(tasks_dir.rglob("*.yaml")):
+        _, problem = _parse(path)
+        if problem is not None:
+            found.append(problem)
+    return found
 
 
 def discover(tasks_dir: Path) -> dict[str, CustomTask]:

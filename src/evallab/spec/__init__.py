@@ -10,7 +10,7 @@ serves it), :mod:`~evallab.spec.campaign` (benchmarks, checks, the campaign itse
 """
 
 from evallab.spec.campaign import BenchmarkSpec, CampaignSpec, ChecksSpec, GenerationSpec
-from evallab.spec.load import campaign_base_dir, load_campaign, spec_sha256
+from evallab.spec.load import campaign_base_dir, load_campaign, require_pinned, spec_sha256
 from evallab.spec.models import HubModelSpec, LocalModelSpec, ModelSpec, TinyModelSpec
 from evallab.spec.runtimes import (
     LlamaCppRuntimeSpec,
@@ -38,5 +38,6 @@ __all__ = [
     "VLLMRuntimeSpec",
     "campaign_base_dir",
     "load_campaign",
+    "require_pinned",
     "spec_sha256",
 ]

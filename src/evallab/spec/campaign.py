@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from evallab.spec.base import StrictModel, check_name
-from evallab.spec.models import ModelSpec
+from evallab.spec.models import HubModelSpec, ModelSpec
 from evallab.spec.runtimes import RuntimeSpec, TransformersRuntimeSpec
 
 __all__ = ["BenchmarkSpec", "CampaignSpec", "ChecksSpec", "GenerationSpec"]
@@ -109,6 +109,10 @@ class CampaignSpec(StrictModel):
     @classmethod
     def _name_ok(cls, v: str) -> str:
         return check_name(v, "campaign name")
+
+    def floating_models(self) -> list[HubModelSpec]:
+        """Hub models whose revision is a branch or tag rather than a full commit sha."""
+        return [m for m in self.models if isinstance(m, HubModelSpec) and not m.is_pinned]
 
     @model_validator(mode="after")
     def _unique(self) -> CampaignSpec:

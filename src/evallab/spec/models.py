@@ -94,6 +94,18 @@ class HubModelSpec(_ModelBase):
             raise ValueError(f"repo {v!r} must look like 'org/name'")
         return v
 
+    @field_validator("revision")
+    @classmethod
+    def _revision_ok(cls, v: str) -> str:
+        # A 40-character value is meant as a commit sha: one that isn't hex is a typo, and the
+        # hub would only answer "unknown revision" after a round trip (or none, offline).
+        if not v.strip() or (len(v) == 40 and not FULL_SHA.match(v)):
+            raise ValueError(
+                f"revision {v!r} is not a commit sha: a revision must be the full 40-character "
+                "hex commit sha (0-9, a-f) from the repository's commit history"
+            )
+        return v
+
     @property
     def is_pinned(self) -> bool:
         """Whether ``revision`` is a full commit sha."""

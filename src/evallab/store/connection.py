@@ -101,6 +101,14 @@ class StoreConnection:
             self.connections_opened += 1
         try:
             return await work(self._conn)
+        except (asyncpg.UndefinedTableError, asyncpg.UndefinedFunctionError) as exc:
+            # A database the lab never migrated (a fresh EVALLAB_DATABASE_URL).
+            raise DatabaseError(
+                f"the results database has no lab schema yet ({exc})",
+                value=redact(self.dsn),
+                fix="create it with `evallab db migrate` (or point EVALLAB_DATABASE_URL at the "
+                "lab's database)",
+            ) from exc
         except _CONNECTION_LOST as exc:
             self._conn.terminate()
             self._conn = None

@@ -78,6 +78,18 @@ class LmEvalHarness:
             if task in custom:
                 _check_data_files(custom[task])
                 continue
+            broken = custom_tasks.yaml_problems(tasks_dir)
+            if broken:
+                # The task is most likely defined in a file the parser gave up on: the syntax
+                # error is the problem to fix, not the task's name (and lm-eval's index of the
+                # folder would stumble on it too).
+                raise SpecError(
+                    f"benchmark {benchmark.name!r} names task {task!r}, which no readable task "
+                    f"YAML defines, and {len(broken)} custom task YAML(s) are not valid YAML: "
+                    f"{'; '.join(p.describe() for p in broken[:3])}",
+                    value=broken[0].path,
+                    fix="fix the YAML syntax at that line (indentation, colons, quotes)",
+                )
             if catalog is None:
                 # The catalog with the custom folder is the one pins already built (cached).
                 catalog = task_catalog([tasks_dir])
