@@ -80,7 +80,7 @@ def _restore_tool(manifest: BackupManifest, target_major: int) -> PgTool:
 
 
 def _without_schema_entries(tool: PgTool, archive: Path, schemas: list[str]) -> Path:
-    """The archive's table of contents minus its ``CREATE SCHEMA`` entries, as a list file."""
+    """The archive's table of contents minus its schema entries, as a list file."""
     proc = subprocess.run(
         [str(tool.path), "--list", str(archive)], capture_output=True, text=True, check=False
     )
@@ -137,8 +137,8 @@ def restore_backup(archive: Path, dsn: str, *, tool: PgTool | None = None) -> Re
                 f"the target database has no schema {', '.join(refused)} and this role may not "
                 "create it",
                 value=redact(dsn),
-                fix=f"as an administrator: CREATE SCHEMA {refused[0]} AUTHORIZATION <the role of "
-                "--dsn> (or run `evallab db roles` against that server), then restore again",
+                fix=f"have an administrator create schema {refused[0]} owned by the role of --dsn "
+                "(`evallab db roles --admin-dsn ...` does it), then restore again",
             )
         target = store.server_version()
         pg_restore = tool or _restore_tool(manifest, target.major)

@@ -22,6 +22,7 @@ from evallab.errors import StorageError
 from evallab.models import sha256_file
 
 __all__ = [
+    "GC_FILES",
     "MANIFEST",
     "SEAL_KEY",
     "canonical_sha256",
@@ -46,11 +47,19 @@ def canonical_sha256(body: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+#: Files ``evallab gc`` writes into a finished run folder (the packed raw outputs, and the index
+#: of their checksums): not the run's own data, so outside its manifest; once unpacked, the run's
+#: files are verified against the manifest as usual.
+GC_FILES = frozenset({"packed.json", "pruned.json", "raw.tar.zst"})
+
+
 def _files(folder: Path) -> list[str]:
     return sorted(
-        p.relative_to(folder).as_posix()
+        rel
         for p in folder.rglob("*")
-        if p.is_file() and p.relative_to(folder).as_posix() != MANIFEST
+        if p.is_file()
+        and (rel := p.relative_to(folder).as_posix()) != MANIFEST
+        and rel not in GC_FILES
     )
 
 
