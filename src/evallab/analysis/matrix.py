@@ -50,6 +50,8 @@ class MatrixCell:
     delta_high: float | None = None
     p_value: float | None = None
     note: str = ""
+    samples_per_min: float | None = None
+    """The run's evaluation throughput: what the score cost in time on this runtime."""
 
     @property
     def ci_half(self) -> float | None:
@@ -208,7 +210,9 @@ def campaign_matrix(
                 cells[col.label] = None
                 continue
             run, s = entry
-            cell = MatrixCell(run.run_id, run.status, s.value, s.stderr, s.n)
+            cell = MatrixCell(
+                run.run_id, run.status, s.value, s.stderr, s.n, samples_per_min=run.samples_per_min
+            )
             if ref_entry is not None and col != ref and run.status == "succeeded":
                 cell = _with_delta(cell, ref_entry, outcomes, rkey[1:], resamples, seed)
             cells[col.label] = cell

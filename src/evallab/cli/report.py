@@ -227,6 +227,8 @@ def _print_matrix(m: CampaignMatrix) -> None:
                 colour = ("green" if good else "red") if c.significant else "dim"
                 star = "*" if c.significant else ""
                 text += f"\n[{colour}]Δ {c.delta:+.4f}{star}[/]"
+            if c.samples_per_min is not None:
+                text += f"\n[dim]{c.samples_per_min:,.0f} samples/min[/]"
             cells.append(Text.from_markup(text))
         table.add_row(f"{row.benchmark} / {row.task} / {metric}", *cells)
     console.print(table)

@@ -78,7 +78,7 @@ _JSONB_FIELDS = {"dataset_revisions", "task_hashes", "generation_config"}
 
 _RUN_COLUMNS = """
     r.run_id, r.campaign_id, c.name AS campaign, r.benchmark, r.model_name, r.quant, r.runtime,
-    r.runtime_label, r.status, r.status_reason, r.started_at, r.raw_path
+    r.runtime_label, r.status, r.status_reason, r.started_at, r.raw_path, r.samples_per_min
 """
 _RUNS = f"SELECT {_RUN_COLUMNS} FROM runs r JOIN campaigns c USING (campaign_id)"
 
@@ -108,6 +108,7 @@ class RunRef:
     status_reason: str
     started_at: datetime
     raw_path: str
+    samples_per_min: float | None = None
 
     @property
     def short_id(self) -> str:
@@ -150,6 +151,8 @@ def run_ref(row: Mapping[str, Any] | asyncpg.Record) -> RunRef:
         status_reason=row["status_reason"],
         started_at=row["started_at"],
         raw_path=row["raw_path"],
+        # Absent from rows of callers that select only the identity columns of older versions.
+        samples_per_min=row.get("samples_per_min"),
     )
 
 
