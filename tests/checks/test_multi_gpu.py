@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any, cast
 
+import asyncpg
 import pytest
 
 from evallab.environment import collect_environment
@@ -151,3 +152,30 @@ def test_one_gpus_heat_does_not_hide_behind_anothers_cool_samples() -> None:
     reason = judge_run_validity(sampler.rows, ChecksSpec())
     assert reason is not None and reason.startswith("GPU 1 temperature above 82 °C for 60 s")
     assert "GPU 0" not in reason
+
+
+def test_the_report_charts_the_first_gpu_a_run_used(migrated_dsn: str) -> None:
+    """A run on GPUs 1 and 2 (none on GPU 0) still has its chart, of GPU 1; aggregates span both."""
+    from checks_seed import T0, add_run, new_campaign, run
+
+    from evallab.store import Store
+
+    async def seed() -> uuid.UUID:
+        conn = await asyncpg.connect(migrated_dsn)
+        try:
+            cid = await new_campaign(conn, "two-gpus")
+            samples = [
+                (T0 + timedelta(seconds=2 * i), gpu, temp + i, 300.0, 1.0, 1.0, 1.0, 1.0, [], 0)
+                for i in range(5)
+                for gpu, temp in ((1, 60.0), (2, 80.0))
+            ]
+            return cast(uuid.UUID, await add_run(conn, cid, started_at=T0, telemetry=samples))
+        finally:
+            await conn.close()
+
+    rid = run(seed())
+    with Store(migrated_dsn) as store:
+        summary = store.telemetry_summaries()[rid]
+    assert (summary.samples, summary.gpus, summary.max_temp) == (10, 2, 84.0)
+    assert summary.series_gpu == 1
+    assert [p.temperature_c for p in summary.series] == [60.0, 61.0, 62.0, 63.0, 64.0]
