@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import sys
+import types
+from typing import Any
 
 import pytest
 
@@ -15,7 +18,7 @@ from evallab.telemetry.devices import (
     visible_gpus,
 )
 from evallab.telemetry.gpu import NvmlDevice
-from evallab.telemetry.nvml import FakeNVML, fake_uuid
+from evallab.telemetry.nvml import FakeNVML, RealNVML, fake_uuid
 
 U0 = "GPU-8932f937-d72c-4106-c12f-20bd9faed9f6"
 U1 = "GPU-8932aa11-0000-4106-c12f-000000000001"
@@ -145,3 +148,58 @@ def test_without_nvml_each_entry_is_a_gpu(value: str | None, names: list[str]) -
 def test_slot_names_are_prefect_safe() -> None:
     assert gpu_slot_name(0, "Lab_Box.local") == "gpu-lab-box-local-0"
     assert gpu_slot_name("MIG/1", "h") == "gpu-h-mig-1"
+
+
+class _NvmlError(Exception):
+    pass
+
+
+class _NotSupported(_NvmlError):
+    pass
+
+
+def _stub_pynvml() -> types.ModuleType:
+    """pynvml as a two-GPU machine answers: a GeForce card without MIG, an H100 split in two."""
+    nv = types.ModuleType("pynvml")
+    migs = {1: ["MIG-aaaa0000-0000-0000-0000-000000000000", None, MIG_B]}
+    values: dict[str, Any] = {
+        "NVMLError": _NvmlError,
+        "NVMLError_NotSupported": _NotSupported,
+        "NVML_DEVICE_MIG_ENABLE": 1,
+        "nvmlInit": lambda: None,
+        "nvmlShutdown": lambda: None,
+        "nvmlDeviceGetCount": lambda: 2,
+        "nvmlDeviceGetHandleByIndex": lambda i: ("gpu", i),
+        "nvmlDeviceGetUUID": lambda h: U0 if h == ("gpu", 0) else U1 if h[0] == "gpu" else h[1],
+        "nvmlDeviceGetMaxMigDeviceCount": lambda h: 3,
+    }
+
+    def mig_mode(handle: tuple[str, int]) -> tuple[int, int]:
+        if handle[1] == 0:
+            raise _NotSupported()
+        return (1, 1)
+
+    def mig_handle(handle: tuple[str, int], slot: int) -> tuple[str, str]:
+        uuid = migs[handle[1]][slot]
+        if uuid is None:
+            raise _NvmlError("not found")  # an empty slot
+        return ("mig", uuid)
+
+    values |= {
+        "nvmlDeviceGetMigMode": mig_mode,
+        "nvmlDeviceGetMigDeviceHandleByIndex": mig_handle,
+    }
+    for name, value in values.items():
+        setattr(nv, name, value)
+    return nv
+
+
+def test_real_backend_lists_uuids_and_mig_instances(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", _stub_pynvml())
+    listed = RealNVML().list_devices()
+    assert listed == [
+        NvmlDevice(0, U0),
+        NvmlDevice(1, U1, ("MIG-aaaa0000-0000-0000-0000-000000000000", MIG_B)),
+    ]
+    assert parse_visible_devices(MIG_B, listed).indices == (1,)
+    assert gpu_slot_names(MIG_B, listed, host="h") == ["gpu-h-1"]
