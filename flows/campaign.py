@@ -38,7 +38,7 @@ from evallab.spec import CampaignSpec, load_campaign
 from evallab.store import Store
 from evallab.watch import release_campaign
 from flows.artifacts import FlowLogReporter, slug, summary_markdown
-from flows.executor import PrefectExecutor, gpu_limit_name
+from flows.executor import PrefectExecutor, gpu_limit_names
 from flows.submit import REPO_ROOT, campaign_choices
 
 __all__ = [
@@ -197,7 +197,7 @@ def campaign(
     run_id = ctx.flow_run.id if ctx and ctx.flow_run else uuid.uuid4()
     run_name = ctx.flow_run.name if ctx and ctx.flow_run else spec.name
     driver = DriverInfo("prefect", campaign_id=campaign_id_for(run_id), flow_run_id=str(run_id))
-    executor = PrefectExecutor(DEFAULT_POLICY, gpu_limit_name())
+    executor = PrefectExecutor(DEFAULT_POLICY, gpu_limit_names())
     # One connection for the whole flow run (reopened by the store if the server went away).
     with results_database() as dsn, Store(dsn) as store:
         engine = CampaignEngine(

@@ -2,16 +2,14 @@
 
 :class:`PrefectExecutor` is the Prefect driver of the lab's campaign engine (the CLI's is
 :class:`evallab.campaign.LocalExecutor`): each step is a task named for the step with the
-failure policy's retries declared on it, and the GPU is a global concurrency limit per GPU
-(:func:`gpu_limit_name`) held only around a group's GPU work.
+failure policy's retries declared on it, and every GPU the flow sees is a global concurrency
+limit of one slot (:func:`gpu_limit_names`), all of them held only around a group's GPU work.
 """
 
 from __future__ import annotations
 
 import os
-import re
-import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar, cast
 
@@ -24,8 +22,10 @@ from prefect.utilities.annotations import quote
 
 from blocks.bootstrap import ensure_gpu_limit
 from evallab.campaign import FailurePolicy, Step, retry_message
+from evallab.telemetry.devices import gpu_slot_name, gpu_slot_names
+from evallab.telemetry.nvml import open_nvml
 
-__all__ = ["GPU_LEASE_S", "PrefectExecutor", "gpu_limit_name"]
+__all__ = ["GPU_LEASE_S", "PrefectExecutor", "gpu_limit_name", "gpu_limit_names"]
 
 T = TypeVar("T")
 
@@ -46,10 +46,37 @@ _TIMEOUTS = {
 
 
 def gpu_limit_name(host: str | None = None, devices: str | None = None) -> str:
-    """The global concurrency limit guarding one GPU (or one worker's set of GPUs) of a host."""
+    """The global concurrency limit guarding one GPU of a host: ``gpu-<host>-<index>``.
+
+    Args:
+        host: The host name (default: this machine's).
+        devices: The GPU's NVML index (default: this process's ``CUDA_VISIBLE_DEVICES``, ``0``
+            when unset; ``none`` when it is empty).
+    """
     devices = os.environ.get("CUDA_VISIBLE_DEVICES", "0") if devices is None else devices
-    raw = f"gpu-{host or socket.gethostname()}-{devices or 'none'}".lower()
-    return re.sub(r"[^a-z0-9-]+", "-", raw).strip("-")
+    return gpu_slot_name(devices or "none", host)
+
+
+def gpu_limit_names(host: str | None = None, devices: str | None = None) -> list[str]:
+    """The limits of every GPU this flow sees, in the one order all flows take them.
+
+    ``CUDA_VISIBLE_DEVICES`` (or ``devices``) is mapped to NVML's indices (UUIDs and MIG ids
+    included; see :mod:`evallab.telemetry.devices`), so a worker seeing ``0,1`` and a worker
+    seeing ``0`` both hold ``gpu-<host>-0`` and exclude each other. Without NVML each entry
+    stands for a GPU as written.
+
+    Args:
+        host: The host name (default: this machine's).
+        devices: ``CUDA_VISIBLE_DEVICES`` to use (default: this process's).
+    """
+    value = os.environ.get("CUDA_VISIBLE_DEVICES") if devices is None else devices
+    nvml = open_nvml()
+    if nvml is None:
+        return gpu_slot_names(value, None, host)
+    try:
+        return gpu_slot_names(value, nvml.list_devices(), host)
+    finally:
+        nvml.close()
 
 
 def _q(value: T) -> T:
@@ -58,16 +85,19 @@ def _q(value: T) -> T:
 
 
 class PrefectExecutor:
-    """Runs each engine step as a Prefect task; holds the GPU through a concurrency limit.
+    """Runs each engine step as a Prefect task; holds the GPUs through concurrency limits.
 
     Args:
         policy: The failure policy (retries and delays are declared on each task from it).
-        gpu_limit: Name of the global concurrency limit of this worker's GPU.
+        gpu_limits: Names of the global concurrency limits of this worker's GPUs (one per GPU;
+            a single name is one GPU), taken together in the order given (:func:`gpu_limit_names`
+            sorts them by GPU index).
     """
 
-    def __init__(self, policy: FailurePolicy, gpu_limit: str) -> None:
+    def __init__(self, policy: FailurePolicy, gpu_limits: Sequence[str] | str) -> None:
         self.policy = policy
-        self.gpu_limit = gpu_limit
+        names = [gpu_limits] if isinstance(gpu_limits, str) else list(gpu_limits)
+        self.gpu_limits = sorted(set(names), key=names.index)
 
     def _retry_condition(self, step: Step, label: str) -> Callable[[Any, TaskRun, State], bool]:
         def condition(_task: Any, task_run: TaskRun, state: State) -> bool:
@@ -106,10 +136,15 @@ class PrefectExecutor:
     @contextmanager
     def gpu(self, label: str) -> Iterator[None]:
         logger = get_run_logger()
-        ensure_gpu_limit(self.gpu_limit)
-        logger.info("%s: waiting for the GPU (concurrency limit %s)", label, self.gpu_limit)
-        _name_state(f"Waiting for GPU ({self.gpu_limit})")
-        with concurrency(self.gpu_limit, occupy=1, lease_duration=GPU_LEASE_S, strict=True):
+        names = ", ".join(self.gpu_limits)
+        for name in self.gpu_limits:
+            ensure_gpu_limit(name)
+        logger.info("%s: waiting for the GPU (concurrency limit %s)", label, names)
+        _name_state(f"Waiting for GPU ({names})")
+        # One request for every GPU's slot: Prefect grants all of them or none, and the names
+        # are in the same order for every flow, so two flows sharing a GPU never hold one slot
+        # each while waiting for the other's.
+        with concurrency(self.gpu_limits, occupy=1, lease_duration=GPU_LEASE_S, strict=True):
             _name_state("Running")
             logger.info("%s: holds the GPU", label)
             yield

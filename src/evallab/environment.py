@@ -13,12 +13,14 @@ import platform
 import re
 import socket
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from evallab import __version__
 from evallab.paths import source_checkout
-from evallab.telemetry.gpu import GpuIdentity, GpuIdentitySource
+from evallab.telemetry.devices import visible_gpus
+from evallab.telemetry.gpu import GpuIdentity, GpuIdentitySource, combined_identity
 from evallab.telemetry.nvml import open_nvml
 
 __all__ = [
@@ -113,30 +115,37 @@ def _torch_version() -> str:
         return ""
 
 
+def _used_gpus_identity(source: GpuIdentitySource, indices: Sequence[int] | None) -> GpuIdentity:
+    return combined_identity(source, visible_gpus(source) if indices is None else indices)
+
+
 def _default_gpu_identity() -> GpuIdentity:
     backend = open_nvml()
     if backend is None:
         return GpuIdentity()
     try:
-        return backend.gpu_identity(0)
+        return _used_gpus_identity(backend, None)
     finally:
         backend.close()
 
 
 def collect_environment(
-    gpu: GpuIdentitySource | None = None, gpu_index: int = 0
+    gpu: GpuIdentitySource | None = None, gpu_indices: Sequence[int] | None = None
 ) -> EnvironmentInfo:
     """Collect the environment a run executes in.
 
     Args:
         gpu: Where GPU identity comes from; the real NVML when None (empty on CPU machines).
-        gpu_index: Which GPU the run uses.
+        gpu_indices: NVML indices of the GPUs the run uses (default: those this process sees,
+            from ``CUDA_VISIBLE_DEVICES``).
 
     Returns:
-        The fingerprint, host, Python/torch versions, lab version and commit, and GPU identity.
+        The fingerprint, host, Python/torch versions, lab version and commit, and the identity
+        of every GPU the run uses (names joined with ``" + "``, see
+        :func:`~evallab.telemetry.gpu.combined_identity`).
     """
     packages = installed_packages()
-    ident = gpu.gpu_identity(gpu_index) if gpu is not None else _default_gpu_identity()
+    ident = _used_gpus_identity(gpu, gpu_indices) if gpu is not None else _default_gpu_identity()
     return EnvironmentInfo(
         fingerprint=env_fingerprint(packages),
         hostname=socket.gethostname(),

@@ -70,7 +70,7 @@ def test_thermal_throttle_invalidates_the_run() -> None:
     readings += [GpuReading(temperature_c=80.0, throttle_reasons=decode_throttle_reasons(mask))]
     rows = sample(readings, n=8)
     reason = judge_run_validity(rows, ChecksSpec())
-    assert reason is not None and "GPU throttled (hw_thermal_slowdown)" in reason
+    assert reason is not None and "GPU 0 throttled (hw_thermal_slowdown)" in reason
     assert rows[5].throttle_reasons == ("sw_power_cap", "hw_thermal_slowdown")
 
 
@@ -85,7 +85,7 @@ def test_foreign_process_on_the_gpu_invalidates_the_run() -> None:
     rows = sample(readings, n=5, allowed={me})
     assert [r.other_processes for r in rows] == [0, 0, 0, 1, 1]
     reason = judge_run_validity(rows, ChecksSpec())
-    assert reason is not None and "another process used the run's GPU (pids 424242)" in reason
+    assert reason is not None and "another process used the run's GPU 0 (pids 424242)" in reason
 
 
 def test_only_the_lab_on_the_gpu_is_valid() -> None:

@@ -157,8 +157,9 @@ def setup(
         table.add_row("deployments", "deployed", str(_checkout() / "prefect.yaml"))
     console.print(table)
     console.print(
-        f"Start one worker per GPU: CUDA_VISIBLE_DEVICES=0 prefect worker start --pool {pool} "
-        "(see docs/orchestration.md)"
+        "Start one worker per GPU (or per set of GPUs a model needs; a campaign holds the limit "
+        "of every GPU it sees): CUDA_DEVICE_ORDER=PCI_BUS_ID CUDA_VISIBLE_DEVICES=0 prefect "
+        f"worker start --pool {pool} (see docs/orchestration.md)"
     )
 
 

@@ -126,8 +126,8 @@ def _telemetry_charts(tel: TelemetrySummary | None) -> list[str]:
     if tel and tel.series:
         xs = [p.ts for p in tel.series]
         for key, unit, title in (
-            ("temperature_c", "°C", "GPU 0 temperature"),
-            ("power_w", "W", "GPU 0 power"),
+            ("temperature_c", "°C", f"GPU {tel.series_gpu} temperature"),
+            ("power_w", "W", f"GPU {tel.series_gpu} power"),
         ):
             pts = [
                 (x, getattr(p, key))

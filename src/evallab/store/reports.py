@@ -58,7 +58,10 @@ class TelemetryPoint:
 
 @dataclass
 class TelemetrySummary:
-    """A run's telemetry: aggregates over every sample and an evenly thinned GPU-0 series."""
+    """A run's telemetry: aggregates over all its GPUs, and one GPU's thinned series.
+
+    The series is of the run's first GPU (``series_gpu``, the lowest NVML index it used).
+    """
 
     samples: int
     gpus: int
@@ -71,6 +74,7 @@ class TelemetrySummary:
     other_processes: int | None
     throttle: list[str]
     series: list[TelemetryPoint] = field(default_factory=list)
+    series_gpu: int = 0
 
 
 class ReportQueries(StoreConnection):
@@ -122,7 +126,10 @@ class ReportQueries(StoreConnection):
         }
 
     def telemetry_summaries(self) -> dict[UUID, TelemetrySummary]:
-        """Per run with telemetry: aggregates, and at most ~400 evenly spaced GPU-0 points."""
+        """Per run with telemetry: aggregates, and ~400 evenly spaced points of its first GPU.
+
+        The first GPU is the lowest index the run used, so a run on GPU 1 alone has a series too.
+        """
 
         async def work(conn: asyncpg.Connection) -> tuple[list[asyncpg.Record], ...]:
             summary = await conn.fetch(
@@ -140,12 +147,14 @@ class ReportQueries(StoreConnection):
             )
             series = await conn.fetch(
                 """
-                SELECT run_id, ts, temperature_c, power_w FROM (
-                    SELECT run_id, ts, temperature_c, power_w,
-                           row_number() OVER (PARTITION BY run_id ORDER BY ts) AS i,
-                           count(*) OVER (PARTITION BY run_id) AS n
-                    FROM telemetry WHERE gpu_index = 0
-                ) s WHERE (i - 1) % greatest(1, n / 400) = 0 ORDER BY run_id, ts
+                SELECT run_id, gpu_index, ts, temperature_c, power_w FROM (
+                    SELECT run_id, gpu_index, ts, temperature_c, power_w,
+                           min(gpu_index) OVER (PARTITION BY run_id) AS first_gpu,
+                           row_number() OVER (PARTITION BY run_id, gpu_index ORDER BY ts) AS i,
+                           count(*) OVER (PARTITION BY run_id, gpu_index) AS n
+                    FROM telemetry
+                ) s WHERE gpu_index = first_gpu AND (i - 1) % greatest(1, n / 400) = 0
+                ORDER BY run_id, ts
                 """
             )
             return summary, series
@@ -157,6 +166,7 @@ class ReportQueries(StoreConnection):
             run_id = values.pop("run_id")
             out[run_id] = TelemetrySummary(**{**values, "throttle": list(values["throttle"])})
         for p in series:
+            out[p["run_id"]].series_gpu = p["gpu_index"]
             out[p["run_id"]].series.append(
                 TelemetryPoint(p["ts"], p["temperature_c"], p["power_w"])
             )

@@ -19,7 +19,8 @@ from evallab.analysis.repro import find_repro_violations
 from evallab.canary.check import run_canary
 from evallab.pins import VersionSnapshot, recheck_versions, running_runtime, snapshot_versions
 from evallab.spec import BenchmarkSpec, ChecksSpec
-from evallab.telemetry.gpu import GpuIdentity, GpuIdentitySource
+from evallab.telemetry.devices import visible_gpus
+from evallab.telemetry.gpu import GpuIdentity, GpuIdentitySource, NvmlDevice
 from evallab.telemetry.nvml import NvmlBackend, open_nvml
 from evallab.telemetry.rules import judge_run_validity
 from evallab.telemetry.sampler import TelemetryRow, TelemetrySampler
@@ -57,6 +58,9 @@ class _NoGpu:
 
     def gpu_identity(self, index: int = 0) -> GpuIdentity:
         return GpuIdentity()
+
+    def list_devices(self) -> Sequence[NvmlDevice]:
+        return ()
 
 
 class _SampledHarness:
@@ -103,6 +107,10 @@ class CampaignGuard:
         campaign_id: The campaign's id (canary rows belong to it).
         gpu_name: GPU name recorded with canary baselines.
         nvml: NVML backend; the real one (or None on CPU machines) when not given.
+
+    Attributes:
+        gpus: NVML indices of the GPUs the campaign's runs use (those this process sees, which
+            its runtime servers inherit); every one is sampled and judged.
     """
 
     def __init__(
@@ -120,6 +128,7 @@ class CampaignGuard:
         self.campaign_id = campaign_id
         self.gpu_name = gpu_name
         self.nvml: NvmlBackend | None = open_nvml() if nvml is _Nvml.REAL else nvml
+        self.gpus: tuple[int, ...] = visible_gpus(self.nvml)
         self.harness_names = sorted({b.harness for b in spec.benchmarks})
         self.baseline = snapshot_versions(self.harness_names, gpu=self._gpu_source())
         self.session_snapshot = self.baseline
@@ -158,8 +167,10 @@ class CampaignGuard:
         self.rows = []
 
     def sampler(self) -> TelemetrySampler:
-        """A telemetry sampler for the current run."""
-        return TelemetrySampler(self.nvml, interval_s=self.checks.telemetry_interval_s)
+        """A telemetry sampler for the current run: every GPU it uses."""
+        return TelemetrySampler(
+            self.nvml, gpus=self.gpus, interval_s=self.checks.telemetry_interval_s
+        )
 
     def wrap(self, harness: Harness) -> Harness:
         """The harness, sampled by NVML while it runs."""

@@ -8,11 +8,11 @@ sampler and the validity rules can be exercised on machines without a GPU.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from evallab.telemetry.gpu import GpuIdentity
+from evallab.telemetry.gpu import GpuIdentity, NvmlDevice
 
 __all__ = [
     "SLOWDOWN_REASONS",
@@ -22,6 +22,7 @@ __all__ = [
     "NvmlBackend",
     "RealNVML",
     "decode_throttle_reasons",
+    "fake_uuid",
     "open_nvml",
 ]
 
@@ -83,6 +84,10 @@ class NvmlBackend(Protocol):
         """Name, driver version and CUDA driver version for GPU ``index``."""
         ...
 
+    def list_devices(self) -> Sequence[NvmlDevice]:
+        """Every GPU of the machine (index, UUID, MIG instances), in NVML order."""
+        ...
+
     def read(self, index: int) -> GpuReading:
         """One reading of GPU ``index``, including the pids of its compute processes."""
         ...
@@ -123,6 +128,34 @@ class RealNVML:
             driver=_text(nv.nvmlSystemGetDriverVersion()),
             cuda_version=_cuda_version_text(int(nv.nvmlSystemGetCudaDriverVersion())),
         )
+
+    def list_devices(self) -> list[NvmlDevice]:
+        nv = self._nv
+        out = []
+        with self._lock:
+            for index in range(int(nv.nvmlDeviceGetCount())):
+                h = nv.nvmlDeviceGetHandleByIndex(index)
+                out.append(NvmlDevice(index, _text(nv.nvmlDeviceGetUUID(h)), self._mig_uuids(h)))
+        return out
+
+    def _mig_uuids(self, handle: Any) -> tuple[str, ...]:
+        nv = self._nv
+        try:
+            current, _pending = nv.nvmlDeviceGetMigMode(handle)
+            if current != nv.NVML_DEVICE_MIG_ENABLE:
+                return ()
+            slots = int(nv.nvmlDeviceGetMaxMigDeviceCount(handle))
+        except nv.NVMLError:
+            # GeForce cards (and pre-Ampere ones) have no MIG: NotSupported.
+            return ()
+        uuids = []
+        for slot in range(slots):
+            try:
+                mig = nv.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot)
+            except nv.NVMLError:
+                continue  # an empty slot
+            uuids.append(_text(nv.nvmlDeviceGetUUID(mig)))
+        return tuple(uuids)
 
     def _maybe(self, fn: Callable[[], Any]) -> Any:
         # Consumer GPUs don't support every query; a missing value is recorded as NULL.
@@ -172,18 +205,26 @@ def open_nvml() -> RealNVML | None:
         return None
 
 
+def fake_uuid(index: int) -> str:
+    """The UUID :class:`FakeNVML` gives GPU ``index`` (shaped as NVML's)."""
+    return f"GPU-{index:08x}-fa4e-4e00-8000-{index:012x}"
+
+
 @dataclass
 class FakeNVML:
     """Scripted NVML for machines without a GPU: each ``read`` returns the next reading.
 
-    The last reading repeats once the script is exhausted.
+    Each GPU has its own script (``gpu_readings``, else ``readings``) and position in it; the
+    last reading repeats once a script is exhausted.
 
     Args:
-        readings: Readings returned in order.
+        readings: Readings returned in order, for every GPU without a script of its own.
         identity: What ``gpu_identity`` reports.
         identities: Optional sequence of identities returned by successive ``gpu_identity`` calls
             (to script a driver change mid-campaign); the last one repeats.
-        devices: Number of GPUs reported.
+        devices: Number of GPUs reported (UUIDs from :func:`fake_uuid`).
+        gpu_readings: Scripts of particular GPUs, by NVML index.
+        names: GPU names by index, overriding ``identity``'s name.
     """
 
     readings: Sequence[GpuReading] = (GpuReading(),)
@@ -192,27 +233,44 @@ class FakeNVML:
     )
     identities: Sequence[GpuIdentity] = ()
     devices: int = 1
+    gpu_readings: Mapping[int, Sequence[GpuReading]] = field(default_factory=dict)
+    names: Mapping[int, str] = field(default_factory=dict)
     reads: int = field(default=0, init=False)
+    reads_by_gpu: dict[int, int] = field(default_factory=dict, init=False)
     identity_calls: int = field(default=0, init=False)
     closed: bool = field(default=False, init=False)
+
+    def _check(self, index: int) -> None:
+        if not 0 <= index < self.devices:
+            # Real NVML raises NVMLError_InvalidArgument: a caller reading a GPU it doesn't have.
+            raise ValueError(f"FakeNVML has {self.devices} GPU(s), no index {index}")
 
     def device_count(self) -> int:
         return self.devices
 
+    def list_devices(self) -> list[NvmlDevice]:
+        return [NvmlDevice(i, fake_uuid(i)) for i in range(self.devices)]
+
     def gpu_identity(self, index: int = 0) -> GpuIdentity:
+        self._check(index)
         if self.identities:
             ident = self.identities[min(self.identity_calls, len(self.identities) - 1)]
         else:
             ident = self.identity
         self.identity_calls += 1
+        if index in self.names:
+            ident = GpuIdentity(self.names[index], ident.driver, ident.cuda_version)
         return ident
 
     def read(self, index: int) -> GpuReading:
-        if not self.readings:
-            return GpuReading()
-        reading = self.readings[min(self.reads, len(self.readings) - 1)]
+        self._check(index)
+        script = self.gpu_readings.get(index, self.readings)
         self.reads += 1
-        return reading
+        if not script:
+            return GpuReading()
+        done = self.reads_by_gpu.get(index, 0)
+        self.reads_by_gpu[index] = done + 1
+        return script[min(done, len(script) - 1)]
 
     def close(self) -> None:
         self.closed = True

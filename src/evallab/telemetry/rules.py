@@ -1,14 +1,16 @@
 """Validity rules applied to a run's telemetry.
 
-:func:`judge_run_validity` applies them all: sustained over-temperature, slowdown throttle
-reasons, another process on the run's GPU. A reason means the run is ``invalid`` (stored as its
-status, so it never counts in a score's history).
+:func:`judge_run_validity` applies them all, to each of the run's GPUs on its own samples:
+sustained over-temperature, slowdown throttle reasons, another process on the GPU. A reason
+(naming the GPU) means the run is ``invalid`` (stored as its status, so it never counts in a
+score's history).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from itertools import groupby
 
 from evallab.spec import ChecksSpec
 from evallab.telemetry.nvml import SLOWDOWN_REASONS
@@ -47,7 +49,10 @@ def _throttled(rows: Sequence[TelemetryRow]) -> str | None:
     if not seen:
         return None
     first = min(seen.values())
-    return f"GPU throttled ({', '.join(sorted(seen))}) first at {first.isoformat()}"
+    return (
+        f"GPU {rows[0].gpu_index} throttled ({', '.join(sorted(seen))}) "
+        f"first at {first.isoformat()}"
+    )
 
 
 def _foreign_processes(rows: Sequence[TelemetryRow]) -> str | None:
@@ -62,25 +67,39 @@ def _foreign_processes(rows: Sequence[TelemetryRow]) -> str | None:
     if first is None:
         return None
     who = f"pids {', '.join(map(str, sorted(pids)))}" if pids else f"{count} process(es)"
-    return f"another process used the run's GPU ({who}) first at {first.isoformat()}"
+    return (
+        f"another process used the run's GPU {rows[0].gpu_index} ({who}) "
+        f"first at {first.isoformat()}"
+    )
+
+
+def _per_gpu(rows: Sequence[TelemetryRow]) -> list[list[TelemetryRow]]:
+    """The rows of each GPU, GPUs in index order, each GPU's rows in time order."""
+    ordered = sorted(rows, key=lambda r: (r.gpu_index, r.ts))
+    return [list(group) for _, group in groupby(ordered, key=lambda r: r.gpu_index)]
 
 
 def judge_run_validity(rows: Sequence[TelemetryRow], checks: ChecksSpec) -> str | None:
-    """Apply the validity rules to a run's telemetry.
+    """Apply the validity rules to a run's telemetry, each GPU on its own samples.
+
+    A cool sample of one GPU doesn't restart another's over-temperature window: the rules see
+    one GPU at a time.
 
     Args:
-        rows: The run's telemetry samples (any order).
+        rows: The run's telemetry samples (any order, any number of GPUs).
         checks: Thresholds (``max_temperature_c``, ``temperature_window_s``).
 
     Returns:
-        Why the run is invalid (every rule that fired, ``; ``-joined), or None when it is valid.
+        Why the run is invalid (every rule that fired on every GPU, each naming its GPU,
+        ``; ``-joined), or None when it is valid.
     """
     reasons = [
         r
+        for gpu_rows in _per_gpu(rows)
         for r in (
-            _over_temperature(rows, checks.max_temperature_c, checks.temperature_window_s),
-            _throttled(rows),
-            _foreign_processes(rows),
+            _over_temperature(gpu_rows, checks.max_temperature_c, checks.temperature_window_s),
+            _throttled(gpu_rows),
+            _foreign_processes(gpu_rows),
         )
         if r
     ]

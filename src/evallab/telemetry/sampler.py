@@ -2,9 +2,12 @@
 
 A run is sampled with::
 
-    with TelemetrySampler(backend, gpu_index=0, interval_s=2.0) as rows:
+    with TelemetrySampler(backend, interval_s=2.0) as rows:
         ...  # run the benchmark
-    # rows now holds every TelemetryRow, first and last sample included
+    # rows now holds every TelemetryRow (one per GPU per sample), first and last sample included
+
+Every GPU the run uses is read at each sample: by default the GPUs this process sees
+(``CUDA_VISIBLE_DEVICES``, see :mod:`evallab.telemetry.devices`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
 
+from evallab.telemetry.devices import visible_gpus
 from evallab.telemetry.nvml import NvmlBackend
 
 __all__ = [
@@ -75,15 +79,17 @@ def _utcnow() -> datetime:
 
 
 class TelemetrySampler:
-    """Samples one GPU every ``interval_s`` seconds in a background thread.
+    """Samples the run's GPUs every ``interval_s`` seconds in a background thread.
 
-    Used as a context manager that yields the list the rows are appended to. A reading is taken
-    on entry and on exit, so even a short run has at least two rows. A compute process on the GPU
-    that isn't the lab or one of its children counts in ``other_processes``.
+    Used as a context manager that yields the list the rows are appended to. A sample reads every
+    GPU of the run (one row each, labelled with its NVML index); one is taken on entry and on
+    exit, so even a short run has at least two rows per GPU. A compute process on a GPU that
+    isn't the lab or one of its children (the runtime servers it started, on whichever of the
+    run's GPUs they run) counts in that GPU's ``other_processes``.
 
     Args:
         backend: Where readings come from; None records nothing (CPU runs).
-        gpu_index: Which GPU the run uses.
+        gpus: NVML indices of the GPUs the run uses (default: those this process sees).
         interval_s: Seconds between samples.
         allowed_pids: Returns the pids allowed on the GPU (default: :func:`lab_process_ids`).
         clock: Timestamp source (tests pass a scripted clock).
@@ -92,13 +98,13 @@ class TelemetrySampler:
     def __init__(
         self,
         backend: NvmlBackend | None,
-        gpu_index: int = 0,
+        gpus: Sequence[int] | None = None,
         interval_s: float = 2.0,
         allowed_pids: Callable[[], Iterable[int]] = lab_process_ids,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
         self.backend = backend
-        self.gpu_index = gpu_index
+        self.gpus: tuple[int, ...] = tuple(visible_gpus(backend) if gpus is None else gpus)
         self.interval_s = interval_s
         self.allowed_pids = allowed_pids
         self.clock = clock
@@ -107,28 +113,34 @@ class TelemetrySampler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def sample(self) -> TelemetryRow | None:
-        """Take one reading now and append it to ``rows``."""
-        if self.backend is None:
-            return None
-        reading = self.backend.read(self.gpu_index)
+    def sample(self) -> list[TelemetryRow]:
+        """Read every GPU of the run now; append one row per GPU to ``rows`` and return them."""
+        if self.backend is None or not self.gpus:
+            return []
+        # One snapshot of the lab's process tree per sample, shared by all GPUs.
         allowed = set(self.allowed_pids())
-        others = tuple(sorted(p for p in reading.compute_pids if p not in allowed))
-        row = TelemetryRow(
-            ts=self.clock(),
-            gpu_index=self.gpu_index,
-            temperature_c=reading.temperature_c,
-            power_w=reading.power_w,
-            sm_clock_mhz=reading.sm_clock_mhz,
-            mem_clock_mhz=reading.mem_clock_mhz,
-            memory_used_mb=reading.memory_used_mb,
-            utilization_pct=reading.utilization_pct,
-            throttle_reasons=reading.throttle_reasons,
-            other_processes=len(others),
-            other_pids=others,
-        )
-        self.rows.append(row)
-        return row
+        ts = self.clock()
+        taken = []
+        for index in self.gpus:
+            reading = self.backend.read(index)
+            others = tuple(sorted(p for p in reading.compute_pids if p not in allowed))
+            taken.append(
+                TelemetryRow(
+                    ts=ts,
+                    gpu_index=index,
+                    temperature_c=reading.temperature_c,
+                    power_w=reading.power_w,
+                    sm_clock_mhz=reading.sm_clock_mhz,
+                    mem_clock_mhz=reading.mem_clock_mhz,
+                    memory_used_mb=reading.memory_used_mb,
+                    utilization_pct=reading.utilization_pct,
+                    throttle_reasons=reading.throttle_reasons,
+                    other_processes=len(others),
+                    other_pids=others,
+                )
+            )
+        self.rows.extend(taken)
+        return taken
 
     def _loop(self) -> None:
         try:
@@ -139,7 +151,7 @@ class TelemetrySampler:
 
     def __enter__(self) -> list[TelemetryRow]:
         self.sample()
-        if self.backend is not None:
+        if self.backend is not None and self.gpus:
             self._thread = threading.Thread(
                 target=self._loop, name="evallab-telemetry", daemon=True
             )
