@@ -84,7 +84,13 @@ def mutated_demo(draw: st.DrawFn) -> dict[str, Any]:
                 break
             node = node[key]
         if isinstance(node, dict):
-            key = draw(st.sampled_from(sorted(node)) | st.sampled_from(KEYS))
+            # An emptied mapping has no keys of its own left to pick from.
+            keys = (
+                st.sampled_from(sorted(node)) | st.sampled_from(KEYS)
+                if node
+                else st.sampled_from(KEYS)
+            )
+            key = draw(keys)
             if draw(st.booleans()) and key in node:
                 del node[key]
             else:
