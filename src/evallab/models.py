@@ -12,9 +12,9 @@ from pathlib import Path
 from evallab.errors import ModelError, PinError
 from evallab.hub import HubClient, bound_hub_library_timeouts, cached_ref, call_hub, hub_offline
 from evallab.paths import lab_home
-from evallab.spec import HubModelSpec, LocalModelSpec, ModelSpec, TinyModelSpec
+from evallab.spec import HubModelSpec, LocalModelSpec, ModelSpec, PackageModelSpec, TinyModelSpec
 
-__all__ = ["ModelArtifact", "folder_sha256", "resolve_model", "sha256_file"]
+__all__ = ["ModelArtifact", "checked_gguf_sha256", "folder_sha256", "resolve_model", "sha256_file"]
 
 _CHUNK = 1 << 20
 
@@ -59,6 +59,25 @@ class ModelArtifact:
     pinned: bool = True
     gguf_path: Path | None = None
     weights_sha256: str = ""
+    provenance: tuple[tuple[str, str], ...] = ()
+    """How the served weights were made, when the lab made them (e.g. a GGUF conversion:
+    exporter and quantizer versions), as ordered pairs recorded with every run."""
+
+
+def checked_gguf_sha256(name: str, path: Path, expected: str | None) -> str:
+    """The sha256 of the GGUF file ``path``, checked against the campaign's pin if it has one.
+
+    Raises:
+        PinError: the file's content isn't the pinned one.
+    """
+    digest = sha256_file(path)
+    if expected is not None and digest != expected:
+        raise PinError(
+            f"the GGUF file of model {name!r} doesn't match its pinned sha256",
+            value=f"{path}: sha256 {digest}, pinned {expected}",
+            fix="restore the pinned file, or pin the new one deliberately (gguf_sha256 / sha256)",
+        )
+    return digest
 
 
 def _tiny(spec: TinyModelSpec, base_dir: Path) -> ModelArtifact:
@@ -159,7 +178,9 @@ def _local(spec: LocalModelSpec, base_dir: Path) -> ModelArtifact:
         quant=spec.quant,
         chat=spec.chat,
         gguf_path=gguf,
-        weights_sha256=sha256_file(gguf) if gguf else _weights_sha(folder),
+        weights_sha256=checked_gguf_sha256(spec.name, gguf, spec.gguf_sha256)
+        if gguf
+        else _weights_sha(folder),
     )
 
 
@@ -235,7 +256,9 @@ def _hub(spec: HubModelSpec, allow_unpinned: bool) -> ModelArtifact:
         chat=spec.chat,
         pinned=pinned,
         gguf_path=gguf,
-        weights_sha256=sha256_file(gguf) if gguf and gguf.is_file() else _weights_sha(folder),
+        weights_sha256=checked_gguf_sha256(spec.name, gguf, spec.gguf_sha256)
+        if gguf and gguf.is_file()
+        else _weights_sha(folder),
     )
 
 
@@ -254,10 +277,15 @@ def resolve_model(
             retries; ``transient``, so the campaign may retry the step later).
         ModelError: the model can't be found, built or fetched; for the hub: unknown repository
             or revision, gated model without a token, offline and not in the local cache.
-        PinError: a hub revision isn't a full sha and unpinned models aren't allowed.
+        PinError: a hub revision isn't a full sha and unpinned models aren't allowed; a GGUF
+            file or package doesn't match its pinned sha256 or version.
     """
     if isinstance(spec, TinyModelSpec):
         return _tiny(spec, base_dir)
     if isinstance(spec, LocalModelSpec):
         return _local(spec, base_dir)
+    if isinstance(spec, PackageModelSpec):
+        from evallab.quant.package import resolve_package_model
+
+        return resolve_package_model(spec)
     return _hub(spec, allow_unpinned)
