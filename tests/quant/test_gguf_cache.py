@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -46,7 +48,7 @@ def test_a_damaged_cached_file_is_made_again(
 
 
 def test_quant_types_need_llama_cpp(gguf_home: Path, tiny_model: Path, tiny_sha: str) -> None:
-    with pytest.raises(SpecError, match="needs a llama.cpp runtime"):
+    with pytest.raises(SpecError, match=re.escape("needs a llama.cpp runtime")):
         build_gguf(tiny_model, tiny_sha, "q4_k_m")
     with pytest.raises(SpecError, match="unknown GGUF quant type"):
         build_gguf(tiny_model, tiny_sha, "q9_z")
@@ -75,13 +77,20 @@ def test_campaign_prep_serves_the_f16_export_on_llama_cpp(
     assert prov["gguf_exporter_version"] == EXPORTER_VERSION
 
 
-def test_campaign_prep_leaves_other_models_alone(gguf_home: Path, tiny_model: Path) -> None:
+def test_campaign_prep_leaves_other_models_alone(
+    gguf_home: Path, tiny_model: Path, tmp_path: Path
+) -> None:
     f16 = _artifact(tiny_model, "f16")
     assert prepare_gguf(f16, [TransformersRuntimeSpec(kind="transformers")]) == f16
     awq = _artifact(tiny_model, "awq")
     assert prepare_gguf(awq, [LLAMACPP]) == awq
     own = dataclasses.replace(f16, gguf_path=tiny_model / "own.gguf")
     assert prepare_gguf(own, [LLAMACPP]) == own
+    shipped = tmp_path / "shipped"
+    shutil.copytree(tiny_model, shipped)
+    (shipped / "model.F16.gguf").write_bytes(b"GGUF")
+    ships_gguf = dataclasses.replace(f16, path=shipped)
+    assert prepare_gguf(ships_gguf, [LLAMACPP]) == ships_gguf
     assert not (gguf_home / "gguf").exists()
 
 
@@ -108,3 +117,22 @@ def test_llama_cpp_quantizes_and_the_result_is_cached(
 
     monkeypatch.setattr(LlamaCppQuantizer, "quantize", _no_rebuild)
     assert build_gguf(tiny_model, tiny_sha, quant, quantizer=llamacpp_quantizer) == built
+
+
+def test_a_campaign_fetches_the_tiny_model_as_its_gguf(gguf_home: Path) -> None:
+    from evallab.campaign.plan import fetch_model
+    from evallab.spec import CampaignSpec
+
+    spec = CampaignSpec.model_validate(
+        {
+            "name": "gguf",
+            "models": [{"name": "tiny-f16", "source": "tiny", "quant": "f16"}],
+            "runtimes": [{"kind": "llamacpp", "version": "0.3.36"}],
+            "benchmarks": [{"name": "b", "harness": "lm_eval", "tasks": ["demo_gen"]}],
+        }
+    )
+    model = fetch_model(spec, spec.models[0], gguf_home)
+    assert model.gguf_path is not None
+    assert model.gguf_path.parent == gguf_home / "gguf" / model.sha256
+    assert gguf_file_type(model.gguf_path) == "F16"
+    assert dict(model.provenance)["gguf_sha256"] == model.weights_sha256

@@ -104,7 +104,9 @@ def test_f32_export_keeps_every_weight_exactly(tiny_model: Path, tmp_path: Path)
     assert _fields(reader)["general.file_type"] == 0
     tensors = {t.name: t for t in reader.tensors}
     hf = _hf_weights(tiny_model)
-    assert np.array_equal(tensors["blk.1.ffn_up.weight"].data, hf["model.layers.1.mlp.up_proj.weight"])
+    assert np.array_equal(
+        tensors["blk.1.ffn_up.weight"].data, hf["model.layers.1.mlp.up_proj.weight"]
+    )
     assert not list(tmp_path.glob(".*.tmp"))  # written atomically, nothing left behind
 
 

@@ -27,6 +27,8 @@ def needs_gguf(model: ModelArtifact, runtimes: Sequence[RuntimeSpec]) -> bool:
         model.gguf_path is None
         and is_gguf_quant(model.quant)
         and (model.path / "config.json").is_file()
+        # A folder that already ships a GGUF file serves it, as it always did.
+        and not any(model.path.glob("*.gguf"))
         and any(isinstance(r, LlamaCppRuntimeSpec) for r in runtimes)
     )
 
