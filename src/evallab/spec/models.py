@@ -19,6 +19,8 @@ __all__ = [
 ]
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# GGUF block-quant labels (Q4_K_M, IQ2_XS, TQ1_0...).
+_GGUF_QUANT_LABEL = re.compile(r"^(i?q|tq)[0-9]", re.IGNORECASE)
 
 
 class _ModelBase(StrictModel):
@@ -130,6 +132,15 @@ class PackageModelSpec(_ModelBase):
         if not _SHA256.match(v):
             raise ValueError(f"sha256 {v!r} must be 64 lower-case hex digits")
         return v
+
+    @model_validator(mode="after")
+    def _dequantized_is_float(self) -> PackageModelSpec:
+        if self.dequantize and _GGUF_QUANT_LABEL.match(self.quant):
+            raise ValueError(
+                f"a dequantized model holds float32 weights, not {self.quant}: set quant: "
+                "float32 (the GGUF it comes from is recorded with every run)"
+            )
+        return self
 
     @field_validator("gguf_file")
     @classmethod
