@@ -155,6 +155,26 @@ def test_ingest_twice_creates_no_duplicates(migrated_dsn: str) -> None:
     run(go())
 
 
+def test_model_provenance_is_stored_with_the_run(migrated_dsn: str) -> None:
+    prov = {"gguf_sha256": "g" * 64, "gguf_quant": "q4_k_m", "gguf_quantizer": "lcp==0.3.36"}
+
+    async def go() -> None:
+        conn = await connect(migrated_dsn)
+        try:
+            cid = await seed_campaign(conn)
+            made, plain = run_record(cid, model_provenance=prov), run_record(cid)
+            await ingest_run(conn, made, [], [])
+            await ingest_run(conn, plain, [], [])
+            rows = await conn.fetch("SELECT run_id, model_provenance FROM runs")
+            got = {r["run_id"]: r["model_provenance"] for r in rows}
+            assert got[made.run_id] == prov
+            assert got[plain.run_id] == {}
+        finally:
+            await conn.close()
+
+    run(go())
+
+
 def test_outcome_sets_round_trip_interleaved_rows(migrated_dsn: str) -> None:
     """Rows as a harness emits them (metrics and tasks interleaved per document) come back intact.
 

@@ -14,12 +14,13 @@ from pathlib import Path
 from evallab.errors import ModelError, PinError
 from evallab.hub import HubClient, bound_hub_library_timeouts, cached_ref, call_hub, hub_offline
 from evallab.paths import lab_home
-from evallab.spec import HubModelSpec, LocalModelSpec, ModelSpec, TinyModelSpec
+from evallab.spec import HubModelSpec, LocalModelSpec, ModelSpec, PackageModelSpec, TinyModelSpec
 from evallab.spec.base import FULL_SHA
 
 __all__ = [
     "ModelArtifact",
     "cached_snapshot",
+    "checked_gguf_sha256",
     "folder_sha256",
     "gguf_parts",
     "hub_snapshot",
@@ -78,6 +79,26 @@ class ModelArtifact:
     pinned: bool = True
     gguf_path: Path | None = None
     weights_sha256: str = ""
+    provenance: tuple[tuple[str, str], ...] = ()
+    """How the served weights were made, when the lab made them (e.g. a GGUF conversion:
+    exporter and quantizer versions), as ordered pairs recorded with every run."""
+
+
+def checked_gguf_sha256(name: str, path: Path, expected: str | None) -> str:
+    """The sha256 of the GGUF file ``path``, checked against the campaign's pin if it has one.
+
+    Raises:
+        PinError: the file's content isn't the pinned one.
+    """
+    digest = sha256_file(path)
+    if expected is not None and digest != expected:
+        raise PinError(
+            f"the GGUF file of model {name!r} doesn't match its pinned sha256: it has sha256 "
+            f"{digest}, not the pinned {expected}",
+            value=path,
+            fix="restore the pinned file, or pin the new one deliberately (gguf_sha256 / sha256)",
+        )
+    return digest
 
 
 def _tiny(spec: TinyModelSpec, base_dir: Path) -> ModelArtifact:
@@ -145,23 +166,10 @@ def _weights_sha(folder: Path) -> str:
 
 
 def _gguf_sha(spec: ModelSpec, gguf: Path | None) -> str:
-    """sha256 of the model's GGUF file, checked against the campaign's ``gguf_sha256``.
-
-    Raises:
-        PinError: the file's bytes aren't the ones the campaign pinned.
-    """
+    """sha256 of the model's GGUF file (if it has one), checked against ``gguf_sha256``."""
     if gguf is None or not gguf.is_file():
         return ""
-    digest = sha256_file(gguf)
-    if spec.gguf_sha256 and digest != spec.gguf_sha256:
-        raise PinError(
-            f"GGUF file of model {spec.name!r} has sha256 {digest}, not the pinned "
-            f"{spec.gguf_sha256}",
-            value=gguf,
-            fix="delete the file so it is fetched again, or correct gguf_sha256 if the pin is "
-            "wrong",
-        )
-    return digest
+    return checked_gguf_sha256(spec.name, gguf, spec.gguf_sha256)
 
 
 def _local(spec: LocalModelSpec, base_dir: Path) -> ModelArtifact:
@@ -343,10 +351,15 @@ def resolve_model(
             retries; ``transient``, so the campaign may retry the step later).
         ModelError: the model can't be found, built or fetched; for the hub: unknown repository
             or revision, gated model without a token, offline and not in the local cache.
-        PinError: a hub revision isn't a full sha and unpinned models aren't allowed.
+        PinError: a hub revision isn't a full sha and unpinned models aren't allowed; a GGUF
+            file or package doesn't match its pinned sha256 or version.
     """
     if isinstance(spec, TinyModelSpec):
         return _tiny(spec, base_dir)
     if isinstance(spec, LocalModelSpec):
         return _local(spec, base_dir)
+    if isinstance(spec, PackageModelSpec):
+        from evallab.quant.package import resolve_package_model
+
+        return resolve_package_model(spec)
     return _hub(spec, allow_unpinned)

@@ -20,6 +20,7 @@ from evallab.campaign.plan import (
     PlannedRun,
     PreparedCampaign,
     RunOutcome,
+    fetch_model,
     prepare_campaign,
     runtime_version,
 )
@@ -43,7 +44,7 @@ from evallab.campaign.runs import (
 from evallab.errors import DatabaseError, HarnessError, RuntimeLaunchError
 from evallab.harnesses import get_harness
 from evallab.harnesses.base import Harness, HarnessRequest, HarnessResult
-from evallab.models import ModelArtifact, resolve_model
+from evallab.models import ModelArtifact
 from evallab.paths import runs_dir
 from evallab.pins import PinReport, verify_pins
 from evallab.runtimes import get_runtime
@@ -110,8 +111,11 @@ class CampaignEngine:
         return verify_pins(self.spec, self.base_dir)
 
     def fetch_model(self, model: ModelSpec) -> ModelArtifact:
-        """Fetch (or build) one model at its exact revision and checksum it."""
-        return resolve_model(model, self.base_dir, allow_unpinned=self.spec.allow_unpinned)
+        """Fetch (or build) one model at its exact revision and checksum it.
+
+        A model whose quant label asks for a GGUF file on a llama.cpp runtime is converted here.
+        """
+        return fetch_model(self.spec, model, self.base_dir)
 
     def plan(self, pins: PinReport, models: dict[str, ModelArtifact]) -> PreparedCampaign:
         """Check every (model, runtime, benchmark) combination before anything starts."""
@@ -337,6 +341,7 @@ class CampaignEngine:
             pinned=model.pinned,
             quant=model.quant,
             weights_sha256=model.weights_sha256,
+            model_provenance=dict(model.provenance),
             runtime=runtime_spec.kind,
             runtime_label=runtime_spec.display,
             runtime_version=info.version if info else runtime_version(runtime_spec),

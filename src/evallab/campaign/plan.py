@@ -15,7 +15,7 @@ from evallab.harnesses.custom_tasks import tasks_commit, tasks_sha256
 from evallab.models import ModelArtifact, resolve_model
 from evallab.pins import PinReport, verify_pins
 from evallab.runtimes import get_runtime
-from evallab.spec import BenchmarkSpec, CampaignSpec, RuntimeSpec
+from evallab.spec import BenchmarkSpec, CampaignSpec, ModelSpec, RuntimeSpec
 
 __all__ = [
     "CampaignResult",
@@ -23,6 +23,7 @@ __all__ = [
     "PlannedRun",
     "PreparedCampaign",
     "RunOutcome",
+    "fetch_model",
     "prepare_campaign",
     "run_key",
     "runtime_version",
@@ -140,8 +141,13 @@ def run_key(
 ) -> str:
     """Identity of a run: sha256 of its pins and config (equal keys = the same experiment)."""
     harness_version = get_harness(bench.harness).version()
+    model_pins: list[object] = [model.model_id, model.revision, model.sha256, model.quant]
+    model_pins.append(model.chat)
+    if model.provenance:
+        # Weights the lab made (a GGUF conversion) are the experiment's, not the source's.
+        model_pins.append(model.weights_sha256)
     payload = {
-        "model": [model.model_id, model.revision, model.sha256, model.quant, model.chat],
+        "model": model_pins,
         "runtime": runtime.model_dump(mode="json"),
         "runtime_version": runtime_version(runtime),
         "benchmark": bench.model_dump(mode="json"),
@@ -151,6 +157,18 @@ def run_key(
         "fingerprint": prepared.environment.fingerprint,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def fetch_model(spec: CampaignSpec, model: ModelSpec, base_dir: Path) -> ModelArtifact:
+    """Fetch or build one of the campaign's models, in the form its runtimes serve.
+
+    A Hugging Face folder labelled with a GGUF quant type is converted (and quantized) for the
+    campaign's llama.cpp runtime here, before anything starts (see :mod:`evallab.quant`).
+    """
+    from evallab.quant.prepare import prepare_gguf
+
+    artifact = resolve_model(model, base_dir, allow_unpinned=spec.allow_unpinned)
+    return prepare_gguf(artifact, spec.runtimes)
 
 
 def check_benchmarks(spec: CampaignSpec, base_dir: Path) -> Path:
@@ -183,10 +201,7 @@ def prepare_campaign(
     if pins is None:
         pins = verify_pins(spec, base_dir, environment=environment)
     if models is None:
-        models = {
-            m.name: resolve_model(m, base_dir, allow_unpinned=spec.allow_unpinned)
-            for m in spec.models
-        }
+        models = {m.name: fetch_model(spec, m, base_dir) for m in spec.models}
     for model_spec, runtime_spec in spec.pairs():
         runtime = get_runtime(runtime_spec.kind)
         model = models[model_spec.name]

@@ -8,7 +8,13 @@ from pathlib import Path
 from evallab.harnesses.lm_eval.tasks import task_catalog
 from evallab.models import sha256_file
 from evallab.pins.report import PinRow, PinStatus, Resolver, resolve_ref
-from evallab.spec import BenchmarkSpec, CampaignSpec, HubModelSpec, LocalModelSpec
+from evallab.spec import (
+    BenchmarkSpec,
+    CampaignSpec,
+    HubModelSpec,
+    LocalModelSpec,
+    PackageModelSpec,
+)
 
 __all__ = ["dataset_pins", "model_pins"]
 
@@ -33,6 +39,18 @@ def model_pins(spec: CampaignSpec, base_dir: Path, resolver: Resolver) -> list[P
             folder = m.path if m.path.is_absolute() else base_dir / m.path
             rows.append(
                 PinRow("model", m.name, str(m.path), str(folder), "ok", "pinned by content sha256")
+            )
+        elif isinstance(m, PackageModelSpec):
+            pin = f"{m.package}=={m.version}"
+            rows.append(
+                PinRow(
+                    "model",
+                    m.name,
+                    f"{pin}:{m.file}",
+                    f"sha256:{m.sha256[:12]}",
+                    "ok",
+                    "packaged GGUF, pinned by package version and file sha256",
+                )
             )
         else:
             rows.append(

@@ -154,8 +154,8 @@ def gguf_path(model: ModelArtifact) -> Path:
     raise ModelError(
         f"model {model.name!r} has {'no' if not found else 'several'} .gguf files for llama.cpp",
         value=model.path,
-        fix="set gguf_file on the model (convert Hugging Face weights with llama.cpp's "
-        "convert_hf_to_gguf.py)",
+        fix="set gguf_file on the model, or a GGUF quant (f16, q8_0, q4_k_m...) on a Hugging "
+        "Face Llama folder for the lab to convert it",
     )
 
 

@@ -11,7 +11,13 @@ serves it), :mod:`~evallab.spec.campaign` (benchmarks, checks, the campaign itse
 
 from evallab.spec.campaign import BenchmarkSpec, CampaignSpec, ChecksSpec, GenerationSpec
 from evallab.spec.load import campaign_base_dir, load_campaign, require_pinned, spec_sha256
-from evallab.spec.models import HubModelSpec, LocalModelSpec, ModelSpec, TinyModelSpec
+from evallab.spec.models import (
+    HubModelSpec,
+    LocalModelSpec,
+    ModelSpec,
+    PackageModelSpec,
+    TinyModelSpec,
+)
 from evallab.spec.runtimes import (
     LlamaCppRuntimeSpec,
     OpenAIEndpointRuntimeSpec,
@@ -31,6 +37,7 @@ __all__ = [
     "LocalModelSpec",
     "ModelSpec",
     "OpenAIEndpointRuntimeSpec",
+    "PackageModelSpec",
     "RuntimeSpec",
     "SGLangRuntimeSpec",
     "TinyModelSpec",

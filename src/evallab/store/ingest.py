@@ -27,7 +27,13 @@ __all__ = [
     "register_codecs",
 ]
 
-_JSONB_COLUMNS = {"generation_config", "dataset_revisions", "task_hashes", "spec"}
+_JSONB_COLUMNS = {
+    "generation_config",
+    "dataset_revisions",
+    "task_hashes",
+    "model_provenance",
+    "spec",
+}
 
 
 async def register_codecs(conn: asyncpg.Connection) -> None:

@@ -80,6 +80,7 @@ class RunRecord:
     cuda_version: str = ""
     status_reason: str = ""
     tags: list[str] = field(default_factory=list)
+    model_provenance: dict[str, Any] = field(default_factory=dict)
     finished_at: datetime | None = None
     duration_s: float | None = None
     n_samples: int = 0
