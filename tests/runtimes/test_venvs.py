@@ -34,7 +34,11 @@ def test_runtimes_dir_follows_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert runtimes_dir() == tmp_path / "r"
     monkeypatch.delenv("EVALLAB_RUNTIMES_DIR")
     monkeypatch.setenv("EVALLAB_HOME", str(tmp_path / "home"))
-    assert runtimes_dir() == tmp_path / "home" / "runtimes"
+    # From a source checkout, beside its .venv (where `make` installs them), from any folder.
+    repo = Path(__file__).resolve().parents[2]
+    assert runtimes_dir() == repo / ".venvs" / "runtimes"
+    monkeypatch.setattr("evallab.runtimes.venvs.source_checkout", lambda: None)
+    assert runtimes_dir() == tmp_path / "home" / "runtimes"  # an installed wheel
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ retries). Nothing here knows which driver runs it.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 import uuid
@@ -347,6 +348,8 @@ class CampaignEngine:
             runtime_version=info.version if info else runtime_version(runtime_spec),
             runtime_commit=info.commit if info else "",
             runtime_command=info.command if info else "",
+            # JSON-safe (paths become strings): the session's own report of what it serves.
+            runtime_extra=json.loads(json.dumps(info.extra, default=str)) if info else {},
             harness=bench.harness,
             harness_version=harness_version,
             harness_commit=harness_commit,

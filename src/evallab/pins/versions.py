@@ -41,9 +41,12 @@ def installed_runtime_version(spec: RuntimeSpec) -> tuple[str, str] | None:
     version = getattr(spec, "version", None)
     if not version:
         return None
+    from evallab.runtimes import get_runtime
     from evallab.runtimes.venvs import find_installed
 
-    package = str(getattr(spec, "package", spec.kind))
+    # The distribution is the runtime's to name (llamacpp installs llama-cpp-python).
+    recipe = get_runtime(spec.kind).install_recipe(str(version), getattr(spec, "package", None))
+    package = recipe.package if recipe is not None else spec.kind
     try:
         venv = find_installed(spec.kind, str(version), package)
     except LabError:

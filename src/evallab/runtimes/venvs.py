@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from evallab.errors import RuntimeLaunchError, SpecError
-from evallab.paths import lab_home
+from evallab.paths import lab_home, source_checkout
 from evallab.runtimes.wheels import build_wheel, compiler_version
 
 __all__ = [
@@ -44,9 +44,17 @@ _PIN = re.compile(r"^(?P<kind>[a-z][a-z0-9_\-]*)==(?P<version>[0-9A-Za-z.+\-]+)$
 
 
 def runtimes_dir() -> Path:
-    """Where runtime virtualenvs live: ``$EVALLAB_RUNTIMES_DIR`` or ``<lab home>/runtimes``."""
+    """Where runtime virtualenvs live.
+
+    ``$EVALLAB_RUNTIMES_DIR``; else, in a source checkout, ``<checkout>/.venvs/runtimes`` (beside
+    the lab's own ``.venv``, where ``make`` and ``scripts/install_*.sh`` put them, whichever
+    folder the lab is run from); else ``<lab home>/runtimes``.
+    """
     env = os.environ.get("EVALLAB_RUNTIMES_DIR")
-    return Path(env).resolve() if env else lab_home() / "runtimes"
+    if env:
+        return Path(env).resolve()
+    checkout = source_checkout()
+    return checkout / ".venvs" / "runtimes" if checkout else lab_home() / "runtimes"
 
 
 def venv_name(package: str, version: str) -> str:

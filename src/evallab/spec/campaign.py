@@ -45,7 +45,8 @@ class BenchmarkSpec(StrictModel):
     pass_k: tuple[int, ...] = (1,)
     """k values for pass@k (code harness)."""
     dataset_files: dict[str, Path] = Field(default_factory=dict)
-    """Code harness: local data file per task instead of the hub (relative to the campaign file)."""
+    """Code harness: local data file per task instead of the hub (relative to the campaign's base
+    folder: the nearest folder above the campaign file holding pyproject.toml or tasks_custom/)."""
     dataset_revisions: dict[str, str] = Field(default_factory=dict)
     """Code harness: hub dataset commit sha (40 hex) per task, for tasks without a local file."""
 

@@ -48,6 +48,7 @@ PROVENANCE_FIELDS = (
     "runtime_version",
     "runtime_commit",
     "runtime_command",
+    "runtime_extra",
     "harness",
     "harness_version",
     "harness_commit",
@@ -75,7 +76,13 @@ PROVENANCE_FIELDS = (
     "run_key",
     "raw_sha256",
 )
-_JSONB_FIELDS = {"dataset_revisions", "task_hashes", "generation_config", "model_provenance"}
+_JSONB_FIELDS = {
+    "dataset_revisions",
+    "task_hashes",
+    "generation_config",
+    "model_provenance",
+    "runtime_extra",
+}
 
 _RUN_COLUMNS = """
     r.run_id, r.campaign_id, c.name AS campaign, r.benchmark, r.model_name, r.quant, r.runtime,

@@ -32,6 +32,7 @@ _JSONB_COLUMNS = {
     "dataset_revisions",
     "task_hashes",
     "model_provenance",
+    "runtime_extra",
     "spec",
 }
 

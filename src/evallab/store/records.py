@@ -81,6 +81,7 @@ class RunRecord:
     status_reason: str = ""
     tags: list[str] = field(default_factory=list)
     model_provenance: dict[str, Any] = field(default_factory=dict)
+    runtime_extra: dict[str, Any] = field(default_factory=dict)
     finished_at: datetime | None = None
     duration_s: float | None = None
     n_samples: int = 0
