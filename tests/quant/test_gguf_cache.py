@@ -136,3 +136,35 @@ def test_a_campaign_fetches_the_tiny_model_as_its_gguf(gguf_home: Path) -> None:
     assert model.gguf_path.parent == gguf_home / "gguf" / model.sha256
     assert gguf_file_type(model.gguf_path) == "F16"
     assert dict(model.provenance)["gguf_sha256"] == model.weights_sha256
+
+
+@pytest.mark.llamacpp
+def test_a_shipped_quant_is_requantized_lower_for_llama_cpp(
+    gguf_home: Path,
+    tiny_model: Path,
+    tiny_sha: str,
+    llamacpp_quantizer: LlamaCppQuantizer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A GGUF someone shipped at Q8_0, served as q2_k: re-quantized from that file, recorded so.
+    shipped = build_gguf(tiny_model, tiny_sha, "q8_0", quantizer=llamacpp_quantizer)
+    folder = gguf_home / "shipped"
+    folder.mkdir()
+    shutil.copy(shipped.path, folder / "model.gguf")
+    model = resolve_model(
+        LocalModelSpec(
+            source="local", name="shipped", path=folder, gguf_file="model.gguf", quant="q2_k"
+        ),
+        gguf_home,
+    )
+    llama = LlamaCppRuntimeSpec(kind="llamacpp", version=llamacpp_quantizer.version)
+    served = prepare_gguf(model, [llama])
+    assert served.gguf_path is not None and gguf_file_type(served.gguf_path) == "Q2_K"
+    made = dict(served.provenance)
+    assert made["gguf_requantized_from"] == "Q8_0" and made["gguf_source_sha256"] == shipped.sha256
+    assert served.weights_sha256 == sha256_file(served.gguf_path) != shipped.sha256
+    # The shipped type itself is served as it is; the next run reuses the cached re-quantization.
+    same = dataclasses.replace(model, quant="Q8_0")
+    assert prepare_gguf(same, [llama]) == same
+    monkeypatch.setattr(LlamaCppQuantizer, "quantize", _no_rebuild)
+    assert prepare_gguf(model, [llama]).gguf_path == served.gguf_path

@@ -42,6 +42,8 @@ class GGUFBuild:
         source_sha256: Content hash of the Hugging Face folder it was made from.
         exporter_version: The lab's HF -> GGUF exporter version.
         quantizer: ``llama-cpp-python==VERSION`` that quantized it ('' for F16/F32 exports).
+        requantized_from: The quant type of the GGUF file it was re-quantized from ('' when
+            made from a Hugging Face folder).
     """
 
     path: Path
@@ -50,6 +52,7 @@ class GGUFBuild:
     source_sha256: str
     exporter_version: str
     quantizer: str = ""
+    requantized_from: str = ""
 
     def provenance(self) -> tuple[tuple[str, str], ...]:
         """What a run records about the file, as ordered pairs."""
@@ -59,7 +62,7 @@ class GGUFBuild:
             ("gguf_source_sha256", self.source_sha256),
             ("gguf_exporter_version", self.exporter_version),
             ("gguf_quantizer", self.quantizer),
-        )
+        ) + ((("gguf_requantized_from", self.requantized_from),) if self.requantized_from else ())
 
 
 def _file_name(quant: str, quantizer: LlamaCppQuantizer | None) -> str:
@@ -160,5 +163,34 @@ def build_gguf(
         return _record(
             GGUFBuild(
                 path, sha256_file(path), label, source_sha256, EXPORTER_VERSION, quantizer.label
+            )
+        )
+
+
+def requantize_gguf(
+    src: Path, src_sha256: str, src_quant: str, quant: str, quantizer: LlamaCppQuantizer
+) -> GGUFBuild:
+    """``src`` (an already quantized GGUF, e.g. a model's shipped Q4_1) re-quantized to ``quant``.
+
+    Cached under ``<lab home>/gguf/<src sha256>/`` like conversions; the result records the file
+    and type it came from, since its error is the sum of both roundings.
+    """
+    label = normalize_quant(quant)
+    cache = gguf_cache_dir() / src_sha256
+    path = cache / ("requant-" + _file_name(label, quantizer))
+    with _locked(cache):
+        found = _reuse(path)
+        if found is not None:
+            return found
+        quantizer.quantize(src, path, label, requantize=True)
+        return _record(
+            GGUFBuild(
+                path,
+                sha256_file(path),
+                label,
+                src_sha256,
+                "",
+                quantizer.label,
+                requantized_from=src_quant,
             )
         )

@@ -13,12 +13,12 @@ import dataclasses
 from collections.abc import Sequence
 
 from evallab.models import ModelArtifact
-from evallab.quant.cache import build_gguf
-from evallab.quant.formats import EXPORT_TYPES, is_gguf_quant, normalize_quant
+from evallab.quant.cache import build_gguf, requantize_gguf
+from evallab.quant.formats import EXPORT_TYPES, QUANT_TYPES, is_gguf_quant, normalize_quant
 from evallab.quant.quantize import LlamaCppQuantizer
 from evallab.spec import LlamaCppRuntimeSpec, RuntimeSpec
 
-__all__ = ["needs_gguf", "prepare_gguf"]
+__all__ = ["needs_gguf", "needs_requantize", "prepare_gguf"]
 
 
 def needs_gguf(model: ModelArtifact, runtimes: Sequence[RuntimeSpec]) -> bool:
@@ -33,6 +33,34 @@ def needs_gguf(model: ModelArtifact, runtimes: Sequence[RuntimeSpec]) -> bool:
     )
 
 
+def needs_requantize(model: ModelArtifact, runtimes: Sequence[RuntimeSpec]) -> bool:
+    """Whether ``model`` serves a GGUF file of another type than its ``quant`` label asks for.
+
+    A packaged or downloaded model that ships one quant (SmolLM2's Q4_1) labelled with a lower
+    llama.cpp type (``quant: q2_k``) is re-quantized from that file.
+    """
+    if model.gguf_path is None or not any(isinstance(r, LlamaCppRuntimeSpec) for r in runtimes):
+        return False
+    label = model.quant.lower()
+    if label not in QUANT_TYPES:
+        return False
+    from evallab.runtimes.llamacpp import gguf_file_type
+
+    return gguf_file_type(model.gguf_path).lower() != label
+
+
+def _quantizer(runtimes: Sequence[RuntimeSpec]) -> LlamaCppQuantizer:
+    from evallab.runtimes.llamacpp import LlamaCppRuntime
+    from evallab.runtimes.venvs import find_installed
+
+    # The first llama.cpp runtime of the campaign quantizes; its version is recorded.
+    spec = next(r for r in runtimes if isinstance(r, LlamaCppRuntimeSpec))
+    package = LlamaCppRuntime.install_recipe(spec.version).package
+    return LlamaCppQuantizer.from_runtime(
+        find_installed(LlamaCppRuntime.kind, spec.version, package)
+    )
+
+
 def prepare_gguf(model: ModelArtifact, runtimes: Sequence[RuntimeSpec]) -> ModelArtifact:
     """``model`` served from its cached GGUF conversion when the campaign needs one.
 
@@ -44,20 +72,25 @@ def prepare_gguf(model: ModelArtifact, runtimes: Sequence[RuntimeSpec]) -> Model
             quantization failed.
         RuntimeLaunchError: the llama.cpp runtime that quantizes isn't installed.
     """
+    if needs_requantize(model, runtimes):
+        from evallab.runtimes.llamacpp import gguf_file_type
+
+        assert model.gguf_path is not None  # checked by needs_requantize
+        shipped = gguf_file_type(model.gguf_path)
+        build = requantize_gguf(
+            model.gguf_path, model.weights_sha256, shipped, model.quant, _quantizer(runtimes)
+        )
+        return dataclasses.replace(
+            model,
+            quant=build.quant,
+            gguf_path=build.path,
+            weights_sha256=build.sha256,
+            provenance=(*model.provenance, *build.provenance()),
+        )
     if not needs_gguf(model, runtimes):
         return model
     label = normalize_quant(model.quant)
-    quantizer = None
-    if label not in EXPORT_TYPES:
-        from evallab.runtimes.llamacpp import LlamaCppRuntime
-        from evallab.runtimes.venvs import find_installed
-
-        # The first llama.cpp runtime of the campaign quantizes; its version is recorded.
-        spec = next(r for r in runtimes if isinstance(r, LlamaCppRuntimeSpec))
-        package = LlamaCppRuntime.install_recipe(spec.version).package
-        quantizer = LlamaCppQuantizer.from_runtime(
-            find_installed(LlamaCppRuntime.kind, spec.version, package)
-        )
+    quantizer = _quantizer(runtimes) if label not in EXPORT_TYPES else None
     build = build_gguf(model.path, model.sha256, label, quantizer=quantizer, name=model.name)
     return dataclasses.replace(
         model,

@@ -19,7 +19,8 @@ from evallab.runtimes.venvs import InstalledRuntime
 
 __all__ = ["LlamaCppQuantizer"]
 
-# Runs inside the runtime's Python: argv = source, destination, LLAMA_FTYPE name, threads.
+# Runs inside the runtime's Python: argv = source, destination, LLAMA_FTYPE name, threads,
+# allow_requantize (0/1).
 _SCRIPT = """
 import ctypes, json, sys
 import llama_cpp
@@ -27,6 +28,7 @@ src, dst, ftype, nthread = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4
 params = llama_cpp.llama_model_quantize_default_params()
 params.ftype = getattr(llama_cpp, "LLAMA_FTYPE_" + ftype)
 params.nthread = nthread
+params.allow_requantize = sys.argv[5] == "1"
 rc = llama_cpp.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(params))
 print(json.dumps({"rc": int(rc), "version": llama_cpp.__version__}))
 sys.exit(0 if rc == 0 else 1)
@@ -68,8 +70,13 @@ class LlamaCppQuantizer:
         pin = f"{self.package}=={self.version}"
         return f"{pin}@{self.commit}" if self.commit else pin
 
-    def quantize(self, src: Path, dst: Path, quant: str, *, threads: int = 0) -> Path:
+    def quantize(
+        self, src: Path, dst: Path, quant: str, *, threads: int = 0, requantize: bool = False
+    ) -> Path:
         """Quantize the F16/F32 GGUF ``src`` to ``quant`` at ``dst`` (atomically).
+
+        ``requantize`` lets ``src`` be an already quantized file (llama.cpp dequantizes it first,
+        so the result carries both roundings: a shipped Q4_1 made lower, not a fresh quant).
 
         Raises:
             ModelError: ``quant`` isn't a llama.cpp quant type, or the quantizer failed (its log
@@ -86,7 +93,7 @@ class LlamaCppQuantizer:
         tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
         log = dst.with_name(dst.name + ".log")
         cmd = [str(self.python), "-c", _SCRIPT, str(src), str(tmp), llama_ftype_name(label)]
-        cmd.append(str(threads or os.cpu_count() or 1))
+        cmd += [str(threads or os.cpu_count() or 1), "1" if requantize else "0"]
         try:
             with log.open("wb") as fh:
                 proc = subprocess.run(
