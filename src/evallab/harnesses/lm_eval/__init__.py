@@ -145,7 +145,8 @@ class LmEvalHarness:
     def run(self, request: HarnessRequest) -> HarnessResult:
         """Evaluate the benchmark's tasks; raise HarnessError on failure."""
         import lm_eval
-        from lm_eval.tasks import TaskManager
+
+        from evallab.harnesses.lm_eval.manager import task_manager
 
         bench = request.benchmark
         custom = self._custom(request.tasks_dir)
@@ -184,7 +185,7 @@ class LmEvalHarness:
                 limit=bench.limit,
                 log_samples=True,
                 gen_kwargs=gen_kwargs or None,
-                task_manager=TaskManager(include_path=str(staged) if staged else None),
+                task_manager=task_manager([staged] if staged else []),
                 apply_chat_template=request.model.chat,
                 random_seed=request.seed,
                 numpy_random_seed=request.seed,

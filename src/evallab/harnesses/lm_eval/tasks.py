@@ -57,9 +57,9 @@ class TaskCatalog:
     """
 
     def __init__(self, include: Sequence[str] = ()) -> None:
-        from lm_eval.tasks import TaskManager
+        from evallab.harnesses.lm_eval.manager import task_manager
 
-        self.manager = TaskManager(include_path=list(include) or None)
+        self.manager = task_manager(include)
         self._index: Mapping[str, Any] = self.manager.task_index
         self._groups = frozenset(self.manager.all_groups)
         self._tags = frozenset(self.manager.all_tags)
