@@ -22,6 +22,7 @@ from evallab.errors import UnknownTaskError
 from evallab.harnesses import get_harness
 from evallab.models import ModelArtifact
 from evallab.pins import dataset_pins
+from evallab.quant import is_gguf_quant
 from evallab.runtimes import get_runtime
 from evallab.spec import (
     BenchmarkSpec,
@@ -33,7 +34,7 @@ from evallab.spec import (
     VLLMRuntimeSpec,
     load_campaign,
 )
-from evallab.spec.models import ModelSpec
+from evallab.spec.models import ModelSpec, PackageModelSpec
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOYMENTS = REPO / "deployments"
@@ -126,20 +127,22 @@ def test_campaign_is_pinned_known_and_servable(path: Path) -> None:
         for row in dataset_pins(bench, tasks_dir, base, _offline, allow_unpinned=False):
             assert row.status in ("ok", "info"), f"{bench.name}: {row}"
 
-    # Every (model, runtime) pair of the cross product can be served, and each runtime can run
+    # Every (model, runtime) pair the campaign runs can be served, and each runtime can run
     # every benchmark (llama.cpp refuses multiple-choice tasks).
-    for runtime in spec.runtimes:
+    for model, runtime in spec.pairs():
         served = get_runtime(runtime.kind)
-        for model in spec.models:
-            artifact = _artifact(model)
-            if isinstance(runtime, LlamaCppRuntimeSpec):
-                assert model.gguf_file, f"{model.name} has no gguf_file for llama.cpp"
-            elif isinstance(runtime, VLLMRuntimeSpec | SGLangRuntimeSpec):
-                assert not model.gguf_file, f"{model.name}: GGUF files are llama.cpp's"
-                served.check_quantization(runtime, artifact)  # type: ignore[attr-defined]
-            capabilities = served.capabilities(runtime, artifact)
-            for bench in spec.benchmarks:
-                get_harness(bench.harness).check_runtime(bench, capabilities, tasks_dir)
+        artifact = _artifact(model)
+        if isinstance(runtime, LlamaCppRuntimeSpec):
+            # A GGUF file of its own, one shipped in a package, or one the lab makes (quant: q4_k_m).
+            assert (
+                model.gguf_file or isinstance(model, PackageModelSpec) or is_gguf_quant(model.quant)
+            ), f"{model.name} has no GGUF for llama.cpp (gguf_file, or a GGUF quant to make)"
+        elif isinstance(runtime, VLLMRuntimeSpec | SGLangRuntimeSpec):
+            assert not model.gguf_file, f"{model.name}: GGUF files are llama.cpp's"
+            served.check_quantization(runtime, artifact)  # type: ignore[attr-defined]
+        capabilities = served.capabilities(runtime, artifact)
+        for bench in spec.benchmarks:
+            get_harness(bench.harness).check_runtime(bench, capabilities, tasks_dir)
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.relative_to(DEPLOYMENTS).as_posix())
