@@ -195,13 +195,13 @@ def test_database_down_at_ingest_retries_the_store_never_the_evaluation(
         evaluations.append(run.bench.name)
         return real_evaluate(self, run, session)
 
-    def store_during_outage(store: CampaignQueries, stored: Any) -> None:
+    def store_during_outage(store: CampaignQueries, stored: Any, **kw: Any) -> str:
         if stored.record.benchmark == "mc" and stored.record.campaign_id not in outages:
             outages.append(stored.record.campaign_id)
             # The database goes away just as the run is stored, and is back a second later.
             pg_server.stop(force=True)
             threading.Timer(1.0, pg_server.start).start()
-        real_store(store, stored)
+        return real_store(store, stored, **kw)
 
     monkeypatch.setattr(CampaignEngine, "evaluate", counting)
     monkeypatch.setattr(CampaignQueries, "store_run", store_during_outage)
