@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import fnmatch
 import hashlib
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from evallab.errors import ModelError, PinError
 from evallab.hub import HubClient, bound_hub_library_timeouts, cached_ref, call_hub, hub_offline
+from evallab.locks import file_lock
 from evallab.paths import lab_home
 from evallab.spec import HubModelSpec, LocalModelSpec, ModelSpec, PackageModelSpec, TinyModelSpec
 from evallab.spec.base import FULL_SHA
@@ -109,7 +109,7 @@ def _tiny(spec: TinyModelSpec, base_dir: Path) -> ModelArtifact:
     if not (folder / "config.json").exists():
         # Two campaigns on this host (two Prefect flow runs, two `evallab run`) may fetch the
         # same tiny model at once: one builds it, the other waits and uses it.
-        with _build_lock(folder):
+        with build_lock(folder):
             if not (folder / "config.json").exists():
                 _build_tiny(spec, folder, base_dir)
     digest = folder_sha256(folder)
@@ -133,7 +133,7 @@ def _build_tiny(spec: TinyModelSpec, folder: Path, base_dir: Path) -> None:
         from evallab.finetune import finetune_tiny
 
         base = folder.with_name(f"tiny-s{spec.seed}-l{spec.layers}-h{spec.hidden}")
-        with _build_lock(base):
+        with build_lock(base):
             if not (base / "config.json").exists():
                 build_tiny_model(base, seed=spec.seed, layers=spec.layers, hidden=spec.hidden)
         finetune_tiny(base, folder, spec.finetune_task, spec.finetune_steps, base_dir)
@@ -141,16 +141,9 @@ def _build_tiny(spec: TinyModelSpec, folder: Path, base_dir: Path) -> None:
         build_tiny_model(folder, seed=spec.seed, layers=spec.layers, hidden=spec.hidden)
 
 
-@contextlib.contextmanager
-def _build_lock(folder: Path) -> Iterator[None]:
+def build_lock(folder: Path) -> contextlib.AbstractContextManager[None]:
     """Hold this host's lock on building the models folder ``folder`` (waits for it)."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with (folder.parent / f".{folder.name}.lock").open("w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return file_lock(folder.parent / f".{folder.name}.lock")
 
 
 def _weights_sha(folder: Path) -> str:

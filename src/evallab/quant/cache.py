@@ -9,14 +9,13 @@ the file is complete) holding its provenance; the file's sha256 is checked on ev
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from evallab.locks import file_lock
 from evallab.models import sha256_file
 from evallab.paths import lab_home
 from evallab.quant.export import EXPORTER_VERSION, export_gguf
@@ -72,16 +71,9 @@ def _file_name(quant: str, quantizer: LlamaCppQuantizer | None) -> str:
     return name + ".gguf"
 
 
-@contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
+def _locked(folder: Path) -> contextlib.AbstractContextManager[None]:
     """This host's lock on ``folder`` (two campaigns converting one model wait for each other)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with (folder / ".lock").open("w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return file_lock(folder / ".lock")
 
 
 def _reuse(path: Path) -> GGUFBuild | None:

@@ -43,9 +43,9 @@ def dequantized_folder(gguf: Path, gguf_sha256: str) -> tuple[Path, tuple[tuple[
     )
     if (folder / _RECORD).is_file():
         return folder, provenance
-    from evallab.models import _build_lock
+    from evallab.models import build_lock
 
-    with _build_lock(folder):
+    with build_lock(folder):
         if not (folder / _RECORD).is_file():
             _dequantize(gguf, folder)
             (folder / _RECORD).write_text(json.dumps(dict(provenance), indent=1) + "\n")

@@ -13,9 +13,7 @@ Pages:
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import shutil
 import tempfile
 from collections import defaultdict
@@ -30,6 +28,7 @@ from evallab import __version__
 from evallab.analysis.matrix import CampaignMatrix
 from evallab.analysis.paired import Comparison
 from evallab.errors import StorageError
+from evallab.locks import file_lock
 from evallab.report import svg
 from evallab.report.data import (
     ComparisonPage,
@@ -200,16 +199,12 @@ def build_site(store: Store, out_dir: Path, *, resamples: int = 10_000) -> SiteS
 
 def _swap_in(staging: Path, out: Path) -> None:
     """Replace ``out`` by ``staging`` (two renames, under a lock shared by every publisher)."""
-    lock = os.open(out.parent / f".{out.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with file_lock(out.parent / f".{out.name}.lock"):
         old = out.parent / f"{staging.name}.old"
         if out.exists():
             out.rename(old)
         staging.rename(out)
         shutil.rmtree(old, ignore_errors=True)
-    finally:
-        os.close(lock)  # closing the descriptor releases the lock
 
 
 def _write_pages(

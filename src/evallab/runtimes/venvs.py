@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import hashlib
 import json
 import os
@@ -20,11 +19,12 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from evallab.errors import RuntimeLaunchError, SpecError
+from evallab.locks import file_lock
 from evallab.paths import lab_home, source_checkout
 from evallab.runtimes.wheels import build_wheel, compiler_version
 
@@ -146,15 +146,8 @@ class InstalledRuntime:
         return env
 
 
-@contextlib.contextmanager
-def _locked(root: Path) -> Iterator[None]:
-    root.mkdir(parents=True, exist_ok=True)
-    with (root / ".registry.lock").open("w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+def _locked(root: Path) -> contextlib.AbstractContextManager[None]:
+    return file_lock(root / ".registry.lock")
 
 
 def _read(root: Path) -> list[InstalledRuntime]:
